@@ -1,0 +1,1 @@
+"""Access: who is calling (identities, tokens) and what they may do (policy)."""

@@ -1,0 +1,119 @@
+"""Local API tokens for machines, scripts and the seam before full identity federation.
+
+A token reads ``hdsv_<id>_<secret>``: the id is public (stored, shown in listings), the secret is
+256 random bits and only its SHA-256 is stored. A fast hash is right here: the secret is random,
+not a password, so there is nothing to brute-force. The token is shown once, at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, insert, select, update
+
+from hdsvault.access.roles import Role
+from hdsvault.db.schema import api_tokens, tenants
+from hdsvault.journal.entry import Action
+from hdsvault.journal.service import admin_entry, record
+
+PREFIX = "hdsv_"
+
+
+class TokenError(Exception):
+    """A token that cannot be issued (unknown tenant...)."""
+
+
+class InvalidToken(Exception):
+    """A presented token that does not authenticate (the reason goes to the journal only)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the subject, its tenant (None for platform-wide) and its role."""
+
+    subject: str
+    tenant: str | None
+    role: Role
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    token_id: str
+    expires_at: datetime
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def create_token(
+    engine: Engine, *, tenant: str | None, role: Role, ttl: timedelta, by: str, label: str = ""
+) -> IssuedToken:
+    """Issue a token; the clear token is returned once and never stored."""
+    token_id = secrets.token_hex(12)
+    secret = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        if tenant is not None:
+            row = conn.execute(select(tenants.c.shredded_at).where(tenants.c.id == tenant)).first()
+            if row is None:
+                raise TokenError(f"no tenant {tenant}")
+            if row.shredded_at is not None:
+                raise TokenError(f"tenant {tenant} is shredded")
+        conn.execute(
+            insert(api_tokens).values(
+                id=token_id,
+                tenant_id=tenant,
+                role=role.value,
+                label=label,
+                secret_hash=_hash(secret),
+                created_at=now,
+                expires_at=now + ttl,
+            )
+        )
+        record(
+            conn,
+            admin_entry("token.create", by, action=Action.CREATE, objects=(f"Token/{token_id}",)),
+        )
+    return IssuedToken(f"{PREFIX}{token_id}_{secret}", token_id, now + ttl)
+
+
+def revoke_token(engine: Engine, token_id: str, *, by: str) -> bool:
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+        if result.rowcount == 1:
+            record(
+                conn,
+                admin_entry(
+                    "token.revoke", by, action=Action.DELETE, objects=(f"Token/{token_id}",)
+                ),
+            )
+    return result.rowcount == 1
+
+
+def authenticate(engine: Engine, token: str, *, now: datetime | None = None) -> Principal:
+    """The principal a presented token stands for, or :class:`InvalidToken` saying why."""
+    if not token.startswith(PREFIX) or token.count("_") < 2:
+        raise InvalidToken("malformed token")
+    token_id, _, secret = token[len(PREFIX) :].partition("_")
+    if len(token_id) != 24 or not secret:
+        raise InvalidToken("malformed token")
+    with engine.connect() as conn:
+        row = conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
+    if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
+        raise InvalidToken("unknown token")
+    if row.revoked_at is not None:
+        raise InvalidToken("revoked token")
+    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+    if (now or datetime.now(UTC)) >= expires:
+        raise InvalidToken("expired token")
+    return Principal(subject=f"token:{token_id}", tenant=row.tenant_id, role=Role(row.role))

@@ -1,0 +1,1 @@
+"""The HTTP face: parses, authenticates, renders; one service call per request."""

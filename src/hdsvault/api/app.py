@@ -1,0 +1,100 @@
+"""The ASGI application: probes, metrics and the authenticated API routers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
+
+from hdsvault import __version__
+from hdsvault.api.auth import CurrentPrincipal
+from hdsvault.api.background import JournalSequencerThread
+from hdsvault.api.observability import RequestObservability
+from hdsvault.config import Settings, load_settings
+from hdsvault.logs import configure_logging
+from hdsvault.platform import Platform
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
+def create_app(platform: Platform) -> FastAPI:
+    """Build the application around an opened platform."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sequencer = JournalSequencerThread(platform)
+        sequencer.start()
+        try:
+            yield
+        finally:
+            sequencer.stop()
+            platform.close()
+
+    app = FastAPI(
+        title="hdsvault",
+        version=__version__,
+        docs_url=None,  # no debug or documentation endpoints by default
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+
+    @app.middleware("http")
+    async def security_headers(request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        if platform.is_ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        registry = REGISTRY
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/whoami")
+    def whoami(principal: CurrentPrincipal) -> dict[str, str | None]:
+        return {"subject": principal.subject, "tenant": principal.tenant, "role": principal.role}
+
+    app.add_middleware(RequestObservability, router=app.router)
+    return app
+
+
+def multiprocess_dir() -> str | None:
+    """Set by ``hdsvault serve`` when workers share metrics (prometheus_client's protocol)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def create_app_from_config() -> FastAPI:
+    """Factory used by each server worker process: settings are rebuilt from the same sources."""
+    settings: Settings = load_settings()
+    configure_logging(settings.logging.level, json_output=settings.logging.json_output)
+    return create_app(Platform.open(settings))

@@ -1,0 +1,108 @@
+"""``hdsvault``: the entry point. Sub-commands live in one module each."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hdsvault import __version__
+from hdsvault.cli import journal, keys, tenant, token
+from hdsvault.cli.context import console, fail, set_config_file, settings
+from hdsvault.crypto.errors import CryptoError
+from hdsvault.platform import init_platform
+
+app = typer.Typer(help="hdsvault: HDS-grade health-data host.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(tenant.app, name="tenant")
+app.add_typer(keys.app, name="keys")
+app.add_typer(token.app, name="token")
+app.add_typer(journal.app, name="journal")
+
+
+@app.callback()
+def main(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML configuration file (else $HDSVAULT_CONFIG)."),
+    ] = None,
+) -> None:
+    # Files we create (keys, certificates, databases) are for this account only.
+    os.umask(0o077)
+    set_config_file(config)
+    if config is not None:
+        # Server workers are separate processes: they rebuild settings from the same file.
+        os.environ["HDSVAULT_CONFIG"] = str(config.resolve())
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+@app.command()
+def init() -> None:
+    """Create the data directory, the key-encryption key and the database schema (idempotent)."""
+    try:
+        steps = init_platform(settings())
+    except CryptoError as exc:
+        fail(str(exc), code=3)
+    for step in steps or ["already initialised: nothing to do"]:
+        console.print(f"[green]✓[/] {step}")
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration (secrets masked) as JSON."""
+    console.print_json(json.dumps(settings().redacted()))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Serve the HTTP API (FHIR, admin, probes, metrics)."""
+    import uvicorn
+
+    from hdsvault.api.app import create_app
+    from hdsvault.cli.context import opened_platform
+    from hdsvault.logs import configure_logging
+
+    cfg = settings()
+    configure_logging(cfg.logging.level, json_output=cfg.logging.json_output)
+    bind_host = host or cfg.server.host
+    bind_port = port or cfg.server.port
+    n_workers = workers or cfg.server.workers
+    common = {
+        "host": bind_host,
+        "port": bind_port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "h11_max_incomplete_event_size": 64 * 1024,
+        "timeout_keep_alive": 5,
+    }
+    if n_workers == 1:
+        with opened_platform() as platform:  # refuse to start before binding the port
+            uvicorn.run(create_app(platform), **common)  # type: ignore[arg-type]
+        return
+    with opened_platform():
+        pass
+    metrics_dir = cfg.data_dir / "run" / "prometheus"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    uvicorn.run(
+        "hdsvault.api.app:create_app_from_config",
+        factory=True,
+        workers=n_workers,
+        **common,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,191 @@
+"""The one typed settings object.
+
+Settings come from defaults (the embedded single-node platform: SQLite + files under ``./var``),
+then an optional TOML file, then ``HDSVAULT_*`` environment variables (nested fields use ``__``,
+e.g. ``HDSVAULT_DATABASE__URL``). They are built once at start (:func:`load_settings`) and passed
+down; no other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "HDSVAULT_CONFIG"
+"""Environment variable naming the TOML configuration file (optional)."""
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says which field and why."""
+
+
+class DatabaseSettings(BaseModel):
+    """Where records, keys (wrapped) and the journal live."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: SQLite file <data_dir>/hdsvault.db. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/dbname",
+    )
+    pool_size: int = Field(default=5, ge=1, le=200)
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("sqlite:///", "postgresql+psycopg://")):
+            raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+        return v
+
+
+class FileKekSettings(BaseModel):
+    """A key-encryption key kept in a local file (mode 0600)."""
+
+    path: Path | None = Field(default=None, description="Default: <data_dir>/keys/kek.key")
+
+
+class Pkcs11KekSettings(BaseModel):
+    """A key-encryption key that never leaves an HSM, reached over PKCS#11."""
+
+    module: Path = Field(description="Path of the PKCS#11 module (.so)")
+    token_label: str
+    key_label: str = "hdsvault-kek"
+    pin: SecretStr
+
+
+class KekSettings(BaseModel):
+    """Which KEK provider wraps the per-tenant data keys."""
+
+    provider: Literal["file", "pkcs11"] = "file"
+    file: FileKekSettings = FileKekSettings()
+    pkcs11: Pkcs11KekSettings | None = None
+
+    @model_validator(mode="after")
+    def _pkcs11_needs_settings(self) -> KekSettings:
+        if self.provider == "pkcs11" and self.pkcs11 is None:
+            raise ValueError(
+                "provider 'pkcs11' needs a [kek.pkcs11] section (module, token_label, pin)"
+            )
+        return self
+
+
+class ServerSettings(BaseModel):
+    """The HTTP listener."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+
+class JournalSettings(BaseModel):
+    """How often pending journal entries are sequenced into the trees and checkpointed."""
+
+    integrate_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+
+
+class LoggingSettings(BaseModel):
+    """Structured JSON logs on stderr."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_output: bool = True
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one hdsvault process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HDSVAULT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(
+        default=Path("var"), description="Where the embedded platform keeps its files"
+    )
+    database: DatabaseSettings = DatabaseSettings()
+    kek: KekSettings = KekSettings()
+    server: ServerSettings = ServerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    journal: JournalSettings = JournalSettings()
+    token_default_ttl_days: int = Field(default=90, ge=1, le=3650)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = init_settings.init_kwargs.pop("_toml_file", None)  # type: ignore[attr-defined]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    # Derived locations: one place decides where each file lives.
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{(self.data_dir / 'hdsvault.db').resolve()}"
+
+    @property
+    def kek_file(self) -> Path:
+        return self.kek.file.path or self.data_dir / "keys" / "kek.key"
+
+    @property
+    def certificates_dir(self) -> Path:
+        return self.data_dir / "certificates"
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as a dict, secrets masked (for ``config show`` and logs)."""
+        out = self.model_dump(mode="json")
+        out["database"]["url"] = _redact_url(self.database_url)
+        out["kek"]["file"]["path"] = str(self.kek_file)
+        if out["kek"].get("pkcs11"):
+            out["kek"]["pkcs11"]["pin"] = "********"
+        return out
+
+
+def _redact_url(url: str) -> str:
+    """Hide a password in a database URL: ``user:secret@`` -> ``user:***@``."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    creds, at, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}{':***' if ':' in creds else ''}{at}{host}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once: defaults < TOML file < environment < explicit overrides.
+
+    The TOML file is ``config_file`` or the file named by ``HDSVAULT_CONFIG``. Every problem is
+    reported as a :class:`ConfigError` naming the field, so start-up fails with a clear message.
+    """
+    path = config_file or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"configuration file {path} does not exist")
+    try:
+        kwargs: dict[str, Any] = dict(overrides)
+        if path is not None:
+            kwargs["_toml_file"] = path
+        return Settings(**kwargs)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from None

@@ -1,0 +1,178 @@
+"""The tables. Every column that could hold health data holds ciphertext or a keyed token.
+
+Clear columns are limited to what the platform needs to run and what an operator may see:
+tenant identifiers (FINESS), resource types, ids (server-assigned, random), versions, timestamps.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(9), primary_key=True, comment="FINESS number"),
+    Column("name", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("shredded_at", DateTime(timezone=True)),
+)
+
+tenant_keys = Table(
+    "tenant_keys",
+    metadata,
+    Column("tenant_id", String(9), ForeignKey("tenants.id"), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("kek_id", String(200), nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "purpose", "version"),
+    CheckConstraint("purpose IN ('data', 'index')", name="purpose"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True, comment="public part of the token"),
+    Column("tenant_id", String(9), ForeignKey("tenants.id")),
+    Column("role", String(64), nullable=False),
+    Column("label", Text, nullable=False, default=""),
+    Column("secret_hash", LargeBinary(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+resource_versions = Table(
+    "resource_versions",
+    metadata,
+    Column("tenant_id", String(9), ForeignKey("tenants.id"), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("body", LargeBinary, comment="AEAD ciphertext of the resource; NULL for a deletion"),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "resource_type", "resource_id", "version_id"),
+)
+Index(
+    "ix_resource_versions_key_version",
+    resource_versions.c.tenant_id,
+    resource_versions.c.key_version,
+)
+
+# -- platform-wide keys and identity ------------------------------------------------------------
+
+platform_keys = Table(
+    "platform_keys",
+    metadata,
+    Column("purpose", String(32), nullable=False, comment="journal-signing | journal-mac"),
+    Column("version", Integer, nullable=False),
+    Column("kek_id", String(200), nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("purpose", "version"),
+)
+
+platform_info = Table(
+    "platform_info",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# -- journal ------------------------------------------------------------------------------------
+
+journal_entries = Table(
+    "journal_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True, comment="arrival order"),
+    Column("log_id", String(16), nullable=False, comment="'platform' or a tenant FINESS"),
+    Column("seq", Integer, comment="leaf index once sequenced; NULL while pending"),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("category", String(16), nullable=False),
+    Column("action", String(1), nullable=False),
+    Column("outcome", String(2), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("actor_role", String(64)),
+    Column("professional_id", String(64)),
+    Column("on_behalf_of", String(255)),
+    Column("objects", Text, nullable=False, comment="JSON array of references"),
+    Column("patient", String(128)),
+    Column("purpose_of_use", String(32)),
+    Column("source_address", String(64)),
+    Column("zone", String(32)),
+    Column("request_id", String(64)),
+    Column("detail_sealed", LargeBinary, comment="AEAD ciphertext of revealing details"),
+    Column("leaf_hash", LargeBinary(32), comment="RFC 9162 leaf hash, set when sequenced"),
+    Column("mac", LargeBinary(32), comment="HMAC(journal-mac key, log_id, seq, leaf_hash)"),
+)
+Index("ux_journal_entries_log_seq", journal_entries.c.log_id, journal_entries.c.seq, unique=True)
+Index("ix_journal_entries_pending", journal_entries.c.log_id, journal_entries.c.id)
+Index("ix_journal_entries_patient", journal_entries.c.log_id, journal_entries.c.patient)
+Index("ix_journal_entries_actor", journal_entries.c.log_id, journal_entries.c.actor)
+Index("ix_journal_entries_time", journal_entries.c.log_id, journal_entries.c.time)
+
+journal_logs = Table(
+    "journal_logs",
+    metadata,
+    Column("log_id", String(16), primary_key=True),
+    Column("size", Integer, nullable=False, comment="number of sequenced leaves"),
+)
+
+journal_nodes = Table(
+    "journal_nodes",
+    metadata,
+    Column("log_id", String(16), nullable=False),
+    Column("level", Integer, nullable=False, comment=">= 1; level 0 is journal_entries.leaf_hash"),
+    Column("idx", Integer, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    PrimaryKeyConstraint("log_id", "level", "idx"),
+)
+
+journal_checkpoints = Table(
+    "journal_checkpoints",
+    metadata,
+    Column("log_id", String(16), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False, comment="C2SP signed note"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("log_id", "size"),
+)
+
+export_cursors = Table(
+    "export_cursors",
+    metadata,
+    Column("sink", String(64), nullable=False),
+    Column("log_id", String(16), nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    PrimaryKeyConstraint("sink", "log_id"),
+)

@@ -1,0 +1,74 @@
+"""`hdsvault init` + `hdsvault serve` as an operator runs them (what `make run` does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_init_then_serve_answers_readyz(tmp_path: Path, workers: int) -> None:
+    env = {**os.environ, "HDSVAULT_DATA_DIR": str(tmp_path / "var")}
+    env.pop("HDSVAULT_CONFIG", None)
+    subprocess.run(["hdsvault", "init"], env=env, check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen(
+        ["hdsvault", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ready = None
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert ready is not None and ready.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/api/whoami").status_code == 401
+        assert "hdsvault_http_requests_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines and all(json.loads(line) for line in lines)  # every log line is JSON
+    assert "Bearer" not in stderr
+
+
+def test_config_show_masks_secrets(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[database]\nurl = "postgresql+psycopg://hds:topsecret@db/hds"\n')
+    out = subprocess.run(
+        ["hdsvault", "--config", str(cfg), "config", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "topsecret" not in out and "hds:***@db/hds" in out
+
+
+def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[server]\nport = -1\n")
+    result = subprocess.run(
+        ["hdsvault", "--config", str(cfg), "serve"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "server.port" in result.stderr
