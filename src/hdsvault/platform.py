@@ -16,7 +16,7 @@ from hdsvault.config import Settings
 from hdsvault.crypto.kek import KeyEncryptionKey, load_kek
 from hdsvault.crypto.keyring import Keyring
 from hdsvault.db import migrate
-from hdsvault.db.engine import create_db_engine, is_sqlite
+from hdsvault.db.engine import create_db_engine, is_sqlite, read_connection
 from hdsvault.db.schema import platform_info
 from hdsvault.journal.signer import MAC_PURPOSE, SIGNING_PURPOSE, JournalSigner
 
@@ -44,7 +44,7 @@ class Platform:
                     "initialised or not up to date: run `hdsvault init`"
                 )
             keyring = Keyring(engine, kek)
-            with engine.connect() as conn:
+            with read_connection(engine) as conn:
                 keyring.check(conn)
         except Exception:
             engine.dispose()
@@ -57,7 +57,7 @@ class Platform:
     def journal_signer(self) -> JournalSigner:
         """The platform's checkpoint-signing and leaf-MAC keys (unwrapped once per process)."""
         if self._signer is None:
-            with self.engine.connect() as conn:
+            with read_connection(self.engine) as conn:
                 self._signer = JournalSigner.from_secrets(
                     platform_id(conn),
                     self.keyring.platform_secret(conn, SIGNING_PURPOSE),
@@ -68,7 +68,7 @@ class Platform:
     def is_ready(self) -> bool:
         """Database reachable, schema current, KEK opens the stored keys (for ``/readyz``)."""
         try:
-            with self.engine.connect() as conn:
+            with read_connection(self.engine) as conn:
                 conn.execute(text("SELECT 1"))
                 self.keyring.check(conn)
             return migrate.is_up_to_date(self.engine)

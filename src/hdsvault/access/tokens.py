@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, insert, select, update
 
 from hdsvault.access.roles import Role
+from hdsvault.db.engine import read_connection
 from hdsvault.db.schema import api_tokens, tenants
 from hdsvault.journal.entry import Action
 from hdsvault.journal.service import admin_entry, record
@@ -107,7 +108,7 @@ def authenticate(engine: Engine, token: str, *, now: datetime | None = None) -> 
     token_id, _, secret = token[len(PREFIX) :].partition("_")
     if len(token_id) != 24 or not secret:
         raise InvalidToken("malformed token")
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         row = conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
     if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
         raise InvalidToken("unknown token")

@@ -88,8 +88,7 @@ def verify(
         console.print(table)
         for p in report.problems:
             console.print(
-                f"[red]✗[/] {p.log_id} #{'-' if p.index is None else p.index} "
-                f"{p.kind}: {p.message}"
+                f"[red]✗[/] {p.log_id} #{'-' if p.index is None else p.index} {p.kind}: {p.message}"
             )
     if not report.ok:
         raise typer.Exit(1)

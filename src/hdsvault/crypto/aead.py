@@ -24,12 +24,15 @@ the plaintext belongs (tenant, kind, item id, version). Consequences:
 
 Why random 96-bit nonces: they need no state shared between processes (several server
 workers and the CLI seal with the same key). NIST SP 800-38D bounds random-nonce use to 2**32
-seals per key; rotation (``hdsvault keys rotate``) adds a new key version long before that.
+seals per key, so a tenant's data key must be rotated (``hdsvault keys rotate``, cheap) long
+before that many writes.
 
 Speed: the AESGCM object of each key version is built once per :class:`DataKeys`, payloads are
 passed to OpenSSL as buffers (``memoryview`` slices, never copied), and
 :meth:`DataKeys.seal_into` / :meth:`DataKeys.open_into` use ``AESGCM.encrypt_into`` /
-``decrypt_into`` to write straight into a caller's buffer for large or streamed payloads.
+``decrypt_into`` to write straight into a caller's buffer. :meth:`DataKeys.seal` returns
+immutable ``bytes`` and therefore pays one copy of the ciphertext; for payloads of a MiB and
+more prefer :meth:`DataKeys.seal_into` (see ``bench/crypto.py``).
 The format is also documented in ``docs/keys.md``.
 """
 
@@ -66,6 +69,8 @@ TAG_SIZE = 16
 _PREFIX_SIZE = HEADER_SIZE + NONCE_SIZE
 OVERHEAD = _PREFIX_SIZE + TAG_SIZE
 """Bytes a blob adds to its plaintext (33)."""
+INPLACE_THRESHOLD = 64 * 1024
+"""From this plaintext size on, :meth:`DataKeys.seal` builds the blob in place."""
 _MAX_VERSION = 0xFFFFFFFF
 _MAX_GCM_INPUT = 2**31 - 1  # per-call limit of the cryptography package
 
@@ -218,16 +223,19 @@ class DataKeys:
 
     # -- sealing ------------------------------------------------------------------------------
 
-    def seal(self, plaintext: Buffer, ctx: SealContext) -> bytes:
+    def seal(self, plaintext: Buffer, ctx: SealContext) -> bytes | bytearray:
         """Encrypt ``plaintext`` for ``ctx`` under the current key; returns a new blob.
 
-        The result is immutable ``bytes`` (what database drivers and hash tables want). That
-        costs one copy of the ciphertext when the blob is assembled, whichever way it is built:
-        Python cannot turn a filled ``bytearray`` into ``bytes`` without copying it, so
-        ``encrypt_into`` + ``bytes()`` is no cheaper than ``encrypt`` + join (measured: the
-        join is faster for small payloads, equal for large ones). Where that copy matters
-        (large payloads, a reusable buffer), use :meth:`seal_into`, which copies nothing.
+        Small payloads are assembled as ``bytes`` (a join is the fastest there). From
+        :data:`INPLACE_THRESHOLD` bytes on, the blob is a ``bytearray`` filled in place by
+        :meth:`seal_into`: one allocation and no copy of the ciphertext, which keeps large
+        payloads at the speed of bare AES-GCM. Database drivers accept both types.
         """
+        size = _byte_view(plaintext).nbytes
+        if size >= INPLACE_THRESHOLD:
+            out = bytearray(size + OVERHEAD)
+            self.seal_into(plaintext, ctx, out)
+            return out
         nonce = os.urandom(NONCE_SIZE)
         header = self._current_header
         try:

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 SQLITE_PRAGMAS = (
@@ -33,10 +33,23 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
+READ_ONLY = "hdsvault_read_only"
+"""Execution option marking a connection that only reads (see :func:`read_connection`)."""
+
+
 def _on_sqlite_begin(conn: Any) -> None:
-    # BEGIN IMMEDIATE takes the write lock up front: two writers never deadlock on upgrade,
-    # they queue on busy_timeout instead.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the write lock up front (BEGIN IMMEDIATE): two writers never deadlock on a
+    # lock upgrade, they queue on busy_timeout instead. Readers use a deferred BEGIN: in WAL
+    # mode they never wait for a writer, nor make one wait.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def read_connection(engine: Engine) -> Connection:
+    """A connection for reads only: on SQLite it neither takes nor waits for the write lock."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
+from hdsvault.db.engine import read_connection
 from hdsvault.db.schema import journal_checkpoints, journal_entries, journal_logs
 from hdsvault.journal import checkpoint as ckpt
 from hdsvault.journal.merkle import leaf_hash, root_at
@@ -47,7 +48,7 @@ def pending_logs(conn: Connection) -> list[str]:
 
 def integrate_all(engine: Engine, signer: JournalSigner) -> list[Integration]:
     """Integrate every log that has pending entries; one transaction per log and batch."""
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         logs = pending_logs(conn)
     done = []
     for log_id in logs:

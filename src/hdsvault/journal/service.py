@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from hdsvault.db.engine import read_connection
 from hdsvault.db.schema import journal_checkpoints
 from hdsvault.journal import checkpoint as ckpt
 from hdsvault.journal import store
@@ -80,7 +81,7 @@ def verify(
     external: ckpt.Checkpoint | None = None
     if external_note is not None:
         external = ckpt.verify_note(external_note, signer.verifier_key)
-    with platform.engine.connect() as conn:
+    with read_connection(platform.engine) as conn:
         logs = all_log_ids(conn)
         if external is not None:
             ext_log = external.origin.rpartition("/")[2]
@@ -103,7 +104,7 @@ def verify(
 
 def latest_checkpoint(platform: Platform, log_id: str = PLATFORM_LOG) -> str:
     """The newest signed checkpoint note of ``log_id``."""
-    with platform.engine.connect() as conn:
+    with read_connection(platform.engine) as conn:
         note = conn.execute(
             select(journal_checkpoints.c.note)
             .where(journal_checkpoints.c.log_id == log_id)
@@ -125,7 +126,7 @@ def prove_inclusion(platform: Platform, log_id: str, index: int) -> dict[str, An
     c = ckpt.verify_note(note, signer.verifier_key, origin=signer.origin(log_id))
     if not 0 <= index < c.size:
         raise JournalError(f"index {index} is not in log {log_id} (checkpoint size {c.size})")
-    with platform.engine.connect() as conn:
+    with read_connection(platform.engine) as conn:
         nodes = DbNodeStore(conn, log_id)
         leaf = nodes.get(0, index)
         proof = inclusion_proof(index, c.size, nodes.get)

@@ -95,18 +95,17 @@ def verify_log(
                 f"checkpoint row at size {row.size} differs from its signed note",
             )
         signed[c.size] = c.root_hash
+    # size -> [(who vouched for it, root)]: the log's own checkpoints, and a witness's.
+    expected_roots: dict[int, list[tuple[str, bytes]]] = {}
+    for size, root in signed.items():
+        expected_roots.setdefault(size, []).append(("the signed checkpoint", root))
     if external is not None:
         if external.origin != signer.origin(log_id):
             problem(None, "external-origin", f"external checkpoint is for {external.origin!r}")
         else:
-            signed.setdefault(external.size, external.root_hash)
-            if signed[external.size] != external.root_hash:
-                problem(
-                    None,
-                    "external-mismatch",
-                    f"stored checkpoint at size {external.size} differs from the external one",
-                )
-    expected_roots = dict(signed)
+            expected_roots.setdefault(external.size, []).append(
+                ("the external checkpoint", external.root_hash)
+            )
 
     tree = CompactRange()
     expected = 0
@@ -127,13 +126,9 @@ def verify_log(
             problem(seq, "forged", f"entry {seq} has no valid MAC (rewritten without the key)")
         if tree is not None:
             tree.append(h)
-            root = expected_roots.pop(tree.size, None)
-            if root is not None and root != tree.root():
-                problem(
-                    seq,
-                    "root-mismatch",
-                    f"tree at size {tree.size} differs from the signed checkpoint",
-                )
+            for source, root in expected_roots.pop(tree.size, ()):
+                if root != tree.root():
+                    problem(seq, "root-mismatch", f"tree at size {tree.size} differs from {source}")
         expected += 1
         report.entries += 1
         if progress and report.entries % 10_000 == 0:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, select, update
 
 from hdsvault.crypto.sealed import SEALED_COLUMNS, SealedColumn
+from hdsvault.db.engine import read_connection
 from hdsvault.journal.service import admin_entry, record
 from hdsvault.platform import Platform
 
@@ -31,7 +32,7 @@ def rotate_keys(platform: Platform, tenant: str, *, by: str) -> int:
 
 
 def count_on_old_versions(platform: Platform, tenant: str) -> int:
-    with platform.engine.connect() as conn:
+    with read_connection(platform.engine) as conn:
         current = platform.keyring.data_keys(conn, tenant).current_version
         return sum(_old_count(conn, col, tenant, current) for col in SEALED_COLUMNS)
 

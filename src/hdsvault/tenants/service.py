@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, update
 
+from hdsvault.db.engine import read_connection
 from hdsvault.db.schema import resource_versions, tenant_keys, tenants
 from hdsvault.journal.entry import Action, Severity
 from hdsvault.journal.service import admin_entry, record
@@ -71,13 +72,13 @@ def add_tenant(platform: Platform, finess: str, name: str, *, by: str) -> Tenant
 
 
 def list_tenants(platform: Platform) -> list[Tenant]:
-    with platform.engine.connect() as conn:
+    with read_connection(platform.engine) as conn:
         ids = conn.execute(select(tenants.c.id).order_by(tenants.c.id)).scalars().all()
     return [get_tenant(platform, t) for t in ids]
 
 
 def get_tenant(platform: Platform, tenant_id: str) -> Tenant:
-    with platform.engine.connect() as conn:
+    with read_connection(platform.engine) as conn:
         row = conn.execute(select(tenants).where(tenants.c.id == tenant_id)).first()
         if row is None:
             raise TenantError(f"no tenant {tenant_id}")
