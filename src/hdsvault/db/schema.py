@@ -176,3 +176,81 @@ export_cursors = Table(
     Column("last_seq", Integer, nullable=False),
     PrimaryKeyConstraint("sink", "log_id"),
 )
+
+# -- records ------------------------------------------------------------------------------------
+# The FHIR store (hdsvault.records). Bodies live in ``resource_versions`` (ciphertext, above);
+# ``resources`` is the head of each logical resource (O(1) current-version lookup, listing and
+# paging order); ``search_tokens`` holds the blind-index tokens of the current version only.
+
+Index(
+    "ix_resource_versions_history",
+    resource_versions.c.tenant_id,
+    resource_versions.c.resource_type,
+    resource_versions.c.last_updated,
+)
+Index(
+    "ix_resource_versions_system_history",
+    resource_versions.c.tenant_id,
+    resource_versions.c.last_updated,
+)
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("tenant_id", String(9), ForeignKey("tenants.id"), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False, comment="current version"),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "resource_type", "resource_id"),
+)
+Index(
+    "ix_resources_listing",
+    resources.c.tenant_id,
+    resources.c.resource_type,
+    resources.c.last_updated,
+    resources.c.resource_id,
+)
+
+search_tokens = Table(
+    "search_tokens",
+    metadata,
+    Column("tenant_id", String(9), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("token", LargeBinary(16), nullable=False, comment="HMAC blind-index token"),
+    PrimaryKeyConstraint("tenant_id", "resource_type", "resource_id", "token"),
+    sqlite_with_rowid=False,
+)
+Index(
+    "ix_search_tokens_lookup",
+    search_tokens.c.tenant_id,
+    search_tokens.c.resource_type,
+    search_tokens.c.token,
+    search_tokens.c.resource_id,
+)
+
+# -- access -------------------------------------------------------------------------------------
+
+break_glass_grants = Table(
+    "break_glass_grants",
+    metadata,
+    Column("id", String(32), primary_key=True, comment="random; the journal entry names it"),
+    Column("tenant_id", String(9), ForeignKey("tenants.id"), nullable=False),
+    Column("subject", String(255), nullable=False, comment="principal subject"),
+    Column("professional_id", String(64)),
+    Column("role", String(64), nullable=False),
+    Column("patient", String(128), nullable=False, comment="'Patient/<id>' (server id)"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    comment="Time-bounded break-the-glass grants; the declared reason is sealed in the journal",
+)
+Index(
+    "ix_break_glass_grants_lookup",
+    break_glass_grants.c.tenant_id,
+    break_glass_grants.c.subject,
+    break_glass_grants.c.patient,
+    break_glass_grants.c.expires_at,
+)
