@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from hdsvault.db.schema import journal_checkpoints, journal_entries, journal_nodes, resource_versions
+from hdsvault.db.schema import (
+    journal_checkpoints,
+    journal_entries,
+    journal_nodes,
+    resource_versions,
+)
 from hdsvault.journal import service
 from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome
 from hdsvault.journal.merkle import leaf_hash
@@ -84,7 +89,11 @@ def test_edited_entry_is_named(platform: Platform) -> None:
 def test_deleted_entry_is_named(platform: Platform) -> None:
     fill(platform, "t", 30)
     with platform.engine.begin() as conn:
-        conn.execute(delete(journal_entries).where(journal_entries.c.seq == 11, journal_entries.c.log_id == "t"))
+        conn.execute(
+            delete(journal_entries).where(
+                journal_entries.c.seq == 11, journal_entries.c.log_id == "t"
+            )
+        )
     _, problems = verify(platform)
     assert problems[0].index == 11 and problems[0].kind == "missing"
 
@@ -101,7 +110,11 @@ def test_swapped_entries_are_named(platform: Platform) -> None:
 def test_truncated_tail_is_named(platform: Platform) -> None:
     fill(platform, "t", 30)
     with platform.engine.begin() as conn:
-        conn.execute(delete(journal_entries).where(journal_entries.c.seq >= 25, journal_entries.c.log_id == "t"))
+        conn.execute(
+            delete(journal_entries).where(
+                journal_entries.c.seq >= 25, journal_entries.c.log_id == "t"
+            )
+        )
     _, problems = verify(platform)
     assert any(p.kind == "truncated" and p.index == 25 for p in problems)
 
@@ -111,7 +124,9 @@ def test_forged_entry_with_rebuilt_tree_is_named_by_its_mac(platform: Platform) 
     fill(platform, "t", 32, batches=1)
     with platform.engine.begin() as conn:
         row = conn.execute(
-            select(journal_entries).where(journal_entries.c.log_id == "t", journal_entries.c.seq == 20)
+            select(journal_entries).where(
+                journal_entries.c.log_id == "t", journal_entries.c.seq == 20
+            )
         ).one()
         forged = row_to_entry(row)
         forged = JournalEntry.from_fields({**forged.public_fields(), "actor": "token:innocent"})
@@ -126,7 +141,9 @@ def test_forged_entry_with_rebuilt_tree_is_named_by_its_mac(platform: Platform) 
     assert any(p.kind == "root-mismatch" for p in problems)
 
 
-def test_full_rewrite_with_all_keys_is_caught_by_an_external_checkpoint(platform: Platform, tmp_path: Path) -> None:
+def test_full_rewrite_with_all_keys_is_caught_by_an_external_checkpoint(
+    platform: Platform, tmp_path: Path
+) -> None:
     """Even someone holding every key cannot make a rewritten log consistent with a kept checkpoint."""
     fill(platform, "t", 24, batches=1)
     kept = service.latest_checkpoint(platform, "t")  # a witness keeps this
@@ -134,8 +151,16 @@ def test_full_rewrite_with_all_keys_is_caught_by_an_external_checkpoint(platform
     with platform.engine.begin() as conn:
         conn.execute(delete(journal_checkpoints).where(journal_checkpoints.c.log_id == "t"))
         conn.execute(delete(journal_nodes).where(journal_nodes.c.log_id == "t"))
-        conn.execute(update(journal_entries).where(journal_entries.c.log_id == "t").values(seq=None, leaf_hash=None, mac=None))
-        conn.execute(update(journal_entries).where(journal_entries.c.log_id == "t", journal_entries.c.actor == f"token:{3:024d}").values(actor="token:innocent"))
+        conn.execute(
+            update(journal_entries)
+            .where(journal_entries.c.log_id == "t")
+            .values(seq=None, leaf_hash=None, mac=None)
+        )
+        conn.execute(
+            update(journal_entries)
+            .where(journal_entries.c.log_id == "t", journal_entries.c.actor == f"token:{3:024d}")
+            .values(actor="token:innocent")
+        )
         from hdsvault.db.schema import journal_logs
 
         conn.execute(update(journal_logs).where(journal_logs.c.log_id == "t").values(size=0))
@@ -150,7 +175,11 @@ def test_full_rewrite_with_all_keys_is_caught_by_an_external_checkpoint(platform
 def test_sequencer_refuses_to_extend_a_tampered_tree(platform: Platform) -> None:
     fill(platform, "t", 16, batches=1)
     with platform.engine.begin() as conn:
-        conn.execute(update(journal_nodes).where(journal_nodes.c.log_id == "t", journal_nodes.c.level == 4).values(hash=b"\x00" * 32))
+        conn.execute(
+            update(journal_nodes)
+            .where(journal_nodes.c.log_id == "t", journal_nodes.c.level == 4)
+            .values(hash=b"\x00" * 32)
+        )
         service.record(conn, entry("t", 99))
     with pytest.raises(InconsistentLog), platform.engine.begin() as conn:
         integrate(conn, platform.journal_signer(), "t")
@@ -161,16 +190,34 @@ def test_failed_transaction_leaves_no_entry(platform: Platform) -> None:
         service.record(conn, entry("t", 1))
         raise RuntimeError("the write failed after journaling")
     with platform.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(journal_entries).where(journal_entries.c.log_id == "t")).scalar_one() == 0
+        assert (
+            conn.execute(
+                select(func.count())
+                .select_from(journal_entries)
+                .where(journal_entries.c.log_id == "t")
+            ).scalar_one()
+            == 0
+        )
 
 
-def test_inclusion_proof_checks_with_the_standalone_verifier(platform: Platform, tmp_path: Path) -> None:
+def test_inclusion_proof_checks_with_the_standalone_verifier(
+    platform: Platform, tmp_path: Path
+) -> None:
     fill(platform, "t", 21)
     proof = service.prove_inclusion(platform, "t", 13)
     (tmp_path / "proof.json").write_text(json.dumps(proof))
     (tmp_path / "cp").write_text(proof["checkpoint"])
-    cmd = [sys.executable, "-I", str(ROOT / "tools/verify_journal.py"), "inclusion", "--key",
-           proof["verifier_key"], "--checkpoint", str(tmp_path / "cp"), str(tmp_path / "proof.json")]
+    cmd = [
+        sys.executable,
+        "-I",
+        str(ROOT / "tools/verify_journal.py"),
+        "inclusion",
+        "--key",
+        proof["verifier_key"],
+        "--checkpoint",
+        str(tmp_path / "cp"),
+        str(tmp_path / "proof.json"),
+    ]
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     proof["leaf_hash"] = "00" * 32
     (tmp_path / "proof.json").write_text(json.dumps(proof))
@@ -206,22 +253,33 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_sigkill_mid_write_leaves_data_and_journal_consistent(platform: Platform, tenant: str, tmp_path: Path) -> None:
+def test_sigkill_mid_write_leaves_data_and_journal_consistent(
+    platform: Platform, tenant: str, tmp_path: Path
+) -> None:
     """Several writer processes killed with SIGKILL: every stored write has its entry, and back."""
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     url = platform.settings.database_url
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(platform.settings.data_dir), url, f"w{k}"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(platform.settings.data_dir), url, f"w{k}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in range(2)
     ]
     for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready", p.stderr.read() if p.stderr else ""
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready", (
+            p.stderr.read() if p.stderr else ""
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with platform.engine.connect() as conn:
-            if conn.execute(select(func.count()).select_from(resource_versions)).scalar_one() >= 150:
+            if (
+                conn.execute(select(func.count()).select_from(resource_versions)).scalar_one()
+                >= 150
+            ):
                 break
         time.sleep(0.1)
     for p in procs:
@@ -231,7 +289,11 @@ def test_sigkill_mid_write_leaves_data_and_journal_consistent(platform: Platform
         written = set(conn.execute(select(resource_versions.c.resource_id)).scalars())
         traced = {
             json.loads(o)[0].removeprefix("Patient/")
-            for o in conn.execute(select(journal_entries.c.objects).where(journal_entries.c.event_type == "test.write")).scalars()
+            for o in conn.execute(
+                select(journal_entries.c.objects).where(
+                    journal_entries.c.event_type == "test.write"
+                )
+            ).scalars()
         }
     assert len(written) >= 150
     assert written == traced
