@@ -31,7 +31,7 @@ from hdsvault.db.engine import read_connection  # noqa: E402
 from hdsvault.journal import service  # noqa: E402
 from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome  # noqa: E402
 from hdsvault.journal.merkle import consistency_proof, inclusion_proof  # noqa: E402
-from hdsvault.journal.store import append_many, stream_sequenced, row_to_entry  # noqa: E402
+from hdsvault.journal.store import append_many, canonical_row_bytes, stream_sequenced  # noqa: E402
 from hdsvault.journal.tree import DbNodeStore  # noqa: E402
 from hdsvault.journal.verify import verify_log  # noqa: E402
 from hdsvault.platform import Platform, init_platform  # noqa: E402
@@ -125,7 +125,7 @@ def main() -> None:
             report = verify_log(conn, signer, LOG)
             verify_s = time.perf_counter() - t
             assert not report.problems, report.problems[:3]
-            data = [row_to_entry(r).canonical_bytes(r.seq) for r in stream_sequenced(conn, LOG)]
+            data = [canonical_row_bytes(r, r.seq) for r in stream_sequenced(conn, LOG)]
         t = time.perf_counter()
         for d in data:
             hashlib.sha256(b"\x00" + d).digest()
@@ -147,12 +147,12 @@ def main() -> None:
                 nodes = DbNodeStore(conn, LOG)  # fresh: no cache between proofs
                 idx = rnd.randrange(size)
                 t = time.perf_counter()
-                inclusion_proof(idx, size, nodes.get)
+                nodes.prefetched(lambda get: inclusion_proof(idx, size, get))
                 inc.append((time.perf_counter() - t) * 1000)
                 nodes = DbNodeStore(conn, LOG)
                 m = rnd.randrange(1, size)
                 t = time.perf_counter()
-                consistency_proof(m, size, nodes.get)
+                nodes.prefetched(lambda get: consistency_proof(m, size, get))
                 con.append((time.perf_counter() - t) * 1000)
 
         def p(values: list[float], q: float) -> float:

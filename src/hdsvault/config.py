@@ -86,10 +86,38 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
 
+class SiemSinkSettings(BaseModel):
+    """One syslog receiver (SIEM) the journal is exported to, at least once, in order."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    host: str
+    port: int = Field(ge=1, le=65535)
+    transport: Literal["tcp", "tls"] = "tls"
+    format: Literal["rfc5424", "cef", "ecs"] = "rfc5424"
+    ca_file: Path | None = Field(default=None, description="CA of the receiver (tls)")
+    cert_file: Path | None = Field(default=None, description="client certificate (tls)")
+    key_file: Path | None = Field(default=None, description="client key (tls)")
+    logs: list[str] = Field(default=["*"], description="log ids to export; '*' = all")
+
+    @model_validator(mode="after")
+    def _tls_needs_ca(self) -> SiemSinkSettings:
+        if self.transport == "tls" and self.ca_file is None:
+            raise ValueError("transport 'tls' needs ca_file (the receiver's CA)")
+        return self
+
+
 class JournalSettings(BaseModel):
-    """How often pending journal entries are sequenced into the trees and checkpointed."""
+    """Sequencing, SIEM export and retention of the journal."""
 
     integrate_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    export_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    siem: list[SiemSinkSettings] = Field(default_factory=list)
+    retention_days: int = Field(
+        default=365,
+        ge=183,
+        description="entries older than this may be pruned (minimum 6 months: French rules "
+        "require access traces to be kept at least that long)",
+    )
 
 
 class LoggingSettings(BaseModel):

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData(
@@ -133,6 +134,13 @@ journal_entries = Table(
     Column("detail_sealed", LargeBinary, comment="AEAD ciphertext of revealing details"),
     Column("leaf_hash", LargeBinary(32), comment="RFC 9162 leaf hash, set when sequenced"),
     Column("mac", LargeBinary(32), comment="HMAC(journal-mac key, log_id, seq, leaf_hash)"),
+    Column(
+        "pruned",
+        Boolean,
+        nullable=False,
+        server_default=text("false"),  # a keyword both SQLite and PostgreSQL accept
+        comment="content removed by retention; leaf_hash and mac kept",
+    ),
 )
 Index("ux_journal_entries_log_seq", journal_entries.c.log_id, journal_entries.c.seq, unique=True)
 Index("ix_journal_entries_pending", journal_entries.c.log_id, journal_entries.c.id)

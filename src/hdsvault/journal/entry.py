@@ -13,11 +13,12 @@ microseconds (``2026-11-29T07:31:15.123456Z``), ``detail_sealed`` in standard ba
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 
 class Category(StrEnum):
@@ -115,7 +116,7 @@ class JournalEntry:
         """The exact bytes of leaf ``seq``: binding the entry to its position in the log."""
         data = self.public_fields()
         data["seq"] = seq
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return canonical_json(data)
 
     @classmethod
     def from_fields(cls, data: dict[str, Any], seq: int | None = None) -> JournalEntry:
@@ -146,12 +147,30 @@ class JournalEntry:
         )
 
 
+def canonical_json(data: dict[str, Any]) -> bytes:
+    """UTF-8 JSON, keys sorted, no whitespace, non-ASCII kept as UTF-8 (what gets hashed).
+
+    Byte-identical to ``json.dumps(data, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False).encode()`` for the values an entry holds (strings, lists, ints, null);
+    orjson is used because the verifier spends most of its time here.
+    """
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
 def format_time(t: datetime) -> str:
-    """RFC 3339 UTC with microseconds: one canonical spelling per instant."""
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds and a 4-digit year: one canonical spelling per instant."""
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t.isoformat(timespec="microseconds") + "Z"
+
+
+def safe_text(value: str) -> str:
+    """``value`` made encodable as UTF-8 (lone surrogates replaced), so no entry can poison
+    the sequencer: every recorded entry must have canonical bytes."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text.removesuffix("Z")).replace(tzinfo=UTC)

@@ -22,7 +22,7 @@ from hdsvault.db.schema import journal_checkpoints, journal_entries, journal_log
 from hdsvault.journal import checkpoint as ckpt
 from hdsvault.journal.merkle import leaf_hash, root_at
 from hdsvault.journal.signer import JournalSigner
-from hdsvault.journal.store import row_to_entry
+from hdsvault.journal.store import canonical_row_bytes
 from hdsvault.journal.tree import DbNodeStore
 
 BATCH = 20_000
@@ -98,7 +98,7 @@ def integrate(conn: Connection, signer: JournalSigner, log_id: str) -> Integrati
     leaves = []
     for offset, row in enumerate(rows):
         seq = size + offset
-        h = leaf_hash(row_to_entry(row).canonical_bytes(seq))
+        h = leaf_hash(canonical_row_bytes(row, seq))
         leaves.append(h)
         updates.append(
             {"_id": row.id, "seq": seq, "leaf_hash": h, "mac": signer.leaf_mac(log_id, seq, h)}
@@ -113,7 +113,7 @@ def integrate(conn: Connection, signer: JournalSigner, log_id: str) -> Integrati
     nodes.put_leaves(size, leaves)
     nodes.add_interior_nodes(size, new_size)
     conn.execute(update(journal_logs).where(journal_logs.c.log_id == log_id).values(size=new_size))
-    root = root_at(new_size, nodes.get)
+    root = nodes.prefetched(lambda get: root_at(new_size, get))
     note = ckpt.sign(
         ckpt.Checkpoint(signer.origin(log_id), new_size, root), signer.key_name, signer.signing_key
     )
@@ -140,7 +140,7 @@ def _check_last_checkpoint(conn: Connection, nodes: DbNodeStore, log_id: str, si
     if last.size != size:
         raise InconsistentLog(f"log {log_id}: size {size} but last checkpoint at {last.size}")
     try:
-        current = root_at(size, nodes.get)
+        current = nodes.prefetched(lambda get: root_at(size, get))
     except LookupError as exc:
         raise InconsistentLog(f"log {log_id}: tree nodes missing ({exc})") from None
     if current != bytes(last.root_hash):

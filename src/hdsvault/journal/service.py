@@ -128,11 +128,11 @@ def prove_inclusion(platform: Platform, log_id: str, index: int) -> dict[str, An
         raise JournalError(f"index {index} is not in log {log_id} (checkpoint size {c.size})")
     with read_connection(platform.engine) as conn:
         nodes = DbNodeStore(conn, log_id)
+        proof, root = nodes.prefetched(
+            lambda get: (inclusion_proof(index, c.size, get), root_at(c.size, get))
+        )
         leaf = nodes.get(0, index)
-        proof = inclusion_proof(index, c.size, nodes.get)
-        if root_at(c.size, nodes.get) != c.root_hash or not verify_inclusion(
-            leaf, index, c.size, proof, c.root_hash
-        ):
+        if root != c.root_hash or not verify_inclusion(leaf, index, c.size, proof, c.root_hash):
             raise JournalError(f"log {log_id} does not match its checkpoint: run `journal verify`")
     return {
         "type": "inclusion",

@@ -6,7 +6,6 @@ them); the public verifier key is what witnesses and auditors keep.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -55,4 +54,4 @@ class JournalSigner:
         recompute the MACs.
         """
         msg = log_id.encode() + b"\x00" + seq.to_bytes(8, "big") + leaf_hash
-        return hmac.new(self.mac_key, msg, hashlib.sha256).digest()
+        return hmac.digest(self.mac_key, msg, "sha256")

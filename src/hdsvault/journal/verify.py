@@ -19,13 +19,15 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 from sqlalchemy import Connection, func, select
 
 from hdsvault.db.schema import journal_checkpoints, journal_entries, journal_logs
 from hdsvault.journal import checkpoint as ckpt
+from hdsvault.journal.entry import PLATFORM_LOG
 from hdsvault.journal.merkle import CompactRange, leaf_hash
 from hdsvault.journal.signer import JournalSigner
-from hdsvault.journal.store import row_to_entry, stream_sequenced
+from hdsvault.journal.store import canonical_row_bytes, stream_sequenced
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def verify_log(
                 ("the external checkpoint", external.root_hash)
             )
 
+    pruned_allowed = _recorded_prune_limit(conn, log_id)
     tree = CompactRange()
     expected = 0
     for row in stream_sequenced(conn, log_id):
@@ -115,9 +118,16 @@ def verify_log(
             problem(expected, "missing", f"entries {expected}..{seq - 1} are missing")
             expected = seq
             tree = None  # type: ignore[assignment]  # the tree can no longer be recomputed
-        data = row_to_entry(row).canonical_bytes(seq)
-        report.bytes_hashed += len(data)
-        h = leaf_hash(data)
+        if row.pruned and row.leaf_hash is not None:
+            # Content removed by retention: the stored leaf hash stands in, its MAC checked,
+            # and a journaled prune must cover it (else someone erased it early).
+            h = bytes(row.leaf_hash)
+            if seq >= pruned_allowed:
+                problem(seq, "pruned-unrecorded", f"entry {seq} emptied without a journaled prune")
+        else:
+            data = canonical_row_bytes(row, seq)
+            report.bytes_hashed += len(data)
+            h = leaf_hash(data)
         if row.leaf_hash is None or bytes(row.leaf_hash) != h:
             problem(seq, "altered", f"entry {seq} does not match its leaf hash (edited or moved)")
         elif row.mac is None or not hmac.compare_digest(
@@ -166,3 +176,22 @@ def all_log_ids(conn: Connection) -> list[str]:
     ids |= set(conn.execute(select(journal_checkpoints.c.log_id).distinct()).scalars())
     ids |= set(conn.execute(select(journal_entries.c.log_id).distinct()).scalars())
     return sorted(ids)
+
+
+def _recorded_prune_limit(conn: Connection, log_id: str) -> int:
+    """Up to which index the platform journal says ``log_id`` was pruned (0: never)."""
+    limit = 0
+    rows = conn.execute(
+        select(journal_entries.c.objects).where(
+            journal_entries.c.log_id == PLATFORM_LOG,
+            journal_entries.c.event_type == "journal.prune",
+            journal_entries.c.seq.is_not(None),
+        )
+    )
+    for (objects,) in rows:
+        refs = orjson.loads(objects)
+        if f"JournalLog/{log_id}" in refs:
+            for ref in refs:
+                if ref.startswith("PrunedBefore/"):
+                    limit = max(limit, int(ref.removeprefix("PrunedBefore/")))
+    return limit

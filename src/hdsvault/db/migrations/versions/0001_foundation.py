@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 08:06:51.587550
+Create Date: 2026-11-29 08:16:11.016235
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ def upgrade() -> None:
             sa.LargeBinary(length=32),
             nullable=True,
             comment="HMAC(journal-mac key, log_id, seq, leaf_hash)",
+        ),
+        sa.Column(
+            "pruned",
+            sa.Boolean(),
+            server_default=sa.text("(false)"),
+            nullable=False,
+            comment="content removed by retention; leaf_hash and mac kept",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_journal_entries")),
     )
