@@ -34,7 +34,8 @@ run: setup
 test: setup system
 	$(UV) run --frozen pytest -n $(PYTEST_WORKERS) --dist loadfile
 
-bench: setup system
+bench: setup
+	bash scripts/setup-system.sh --bench
 	$(UV) run --frozen python -m bench
 
 lint: setup

@@ -10,8 +10,11 @@
 #     tests running as root run the PostgreSQL binaries as that user.
 # Needs root to install; without root it only reports what is missing and exits 1.
 #
-# Usage: scripts/setup-system.sh        (exit 0 = everything present)
+# Usage: scripts/setup-system.sh          (exit 0 = everything present)
+#        scripts/setup-system.sh --bench  (also the benchmark peers: restic, borgbackup)
 set -euo pipefail
+bench=0
+[[ "${1:-}" == "--bench" ]] && bench=1
 
 # rsyslogd, useradd live in sbin, often not on an unprivileged PATH.
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -38,6 +41,11 @@ for pkg in softhsm2 opensc rsyslog rsyslog-gnutls; do
     # rsyslog(-gnutls): SIEM receiver over TCP/TLS for the journal exporter tests.
     is_installed "$pkg" || missing+=("$pkg")
 done
+if ((bench)); then
+    for pkg in restic borgbackup; do
+        is_installed "$pkg" || missing+=("$pkg")
+    done
+fi
 
 if ((${#missing[@]} > 0)); then
     if [[ $EUID -ne 0 ]]; then
