@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -125,3 +127,60 @@ def prove(index: int, log: Log = PLATFORM_LOG) -> None:
         except service.JournalError as exc:
             fail(str(exc))
     print(service.to_json(proof))
+
+
+@app.command("export")
+def export_entries(
+    log: Log,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    patient: Annotated[str | None, typer.Option(help="Only this patient (Patient/<id>).")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="From this time (UTC).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Before this time (UTC).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """Export journal entries for an auditor or the DPO (CSV or JSON; the read is journaled)."""
+    from hdsvault.cli.context import operator_name
+    from hdsvault.journal import views
+
+    if fmt not in ("csv", "json"):
+        fail("--format must be csv or json")
+    f = views.EntryFilter(
+        patient=patient,
+        actor=actor,
+        since=since.replace(tzinfo=UTC) if since else None,
+        until=until.replace(tzinfo=UTC) if until else None,
+    )
+    with opened_platform() as platform:
+        entries = views.read_entries(platform, log, f, by=operator_name())
+    data = views.to_csv(entries).encode() if fmt == "csv" else views.to_json(entries)
+    if out:
+        out.write_bytes(data)
+        console.print(f"[green]✓[/] {len(entries)} entries written to {out}")
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@app.command("access-history")
+def access_history(
+    patient: Annotated[str, typer.Argument(help="Patient/<id>")],
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="FINESS of the establishment.")],
+) -> None:
+    """Who accessed this patient's record (the patient's right of access)."""
+    from hdsvault.cli.context import operator_name
+    from hdsvault.journal import views
+
+    with opened_platform() as platform:
+        entries = views.access_history(platform, tenant, patient, by=operator_name())
+    table = Table("time (UTC)", "who", "role", "RPPS", "what", "outcome", "purpose")
+    for e in entries:
+        table.add_row(
+            f"{e.time:%Y-%m-%d %H:%M:%S}",
+            e.actor,
+            e.actor_role or "",
+            e.professional_id or "",
+            e.event_type,
+            "ok" if e.outcome.value == "0" else "denied",
+            e.purpose_of_use or "",
+        )
+    console.print(table)
