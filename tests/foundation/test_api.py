@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,8 +13,9 @@ from sqlalchemy import select, update
 from hdsvault.access.roles import Role
 from hdsvault.access.tokens import create_token, revoke_token
 from hdsvault.api.app import create_app
+from hdsvault.config import load_settings
 from hdsvault.db.schema import api_tokens, journal_entries
-from hdsvault.platform import Platform
+from hdsvault.platform import Platform, init_platform
 
 
 @pytest.fixture
@@ -40,14 +42,17 @@ def test_probes_and_metrics_are_open(client: TestClient) -> None:
     )
 
 
-def test_readyz_fails_when_the_database_is_gone(platform: Platform, client: TestClient) -> None:
-    platform.engine.dispose()
-    if platform.engine.dialect.name != "sqlite":
-        pytest.skip("dropping the database under a live pool is only simulated on SQLite")
-    from pathlib import Path
-
-    Path(platform.engine.url.database or "").unlink()
-    assert client.get("/readyz").status_code == 503
+def test_readyz_fails_when_the_database_is_gone(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "var")
+    init_platform(settings)
+    platform = Platform.open(settings)
+    with TestClient(create_app(platform)) as client:
+        assert client.get("/readyz").status_code == 200
+        platform.engine.dispose()
+        for f in settings.data_dir.glob("hdsvault.db*"):
+            f.unlink()
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200  # alive, not ready
 
 
 def test_everything_else_requires_a_token(
