@@ -50,7 +50,7 @@ class Keyring:
         self._engine = engine
         self._kek = kek
         self._lock = threading.Lock()
-        self._data: dict[str, dict[int, bytes]] = {}
+        self._data: dict[str, DataKeys] = {}
         self._index: dict[str, BlindIndex] = {}
         self._platform: dict[str, bytes] = {}
 
@@ -103,11 +103,12 @@ class Keyring:
             raise TenantKeysMissing(f"tenant {tenant} has no keys (unknown or shredded)")
         with self._lock:
             cached = self._data.get(tenant)
-        if cached is None or current not in cached:
-            cached = self._unwrap_all(conn, tenant, DATA)
+        if cached is None or cached.current_version != current:
+            # Built once per (tenant, current version): DataKeys keeps its AES key schedules.
+            cached = DataKeys(self._unwrap_all(conn, tenant, DATA), current)
             with self._lock:
                 self._data[tenant] = cached
-        return DataKeys(cached, current)
+        return cached
 
     def blind_index(self, conn: Connection, tenant: str) -> BlindIndex:
         """The tenant's blind-index function (HMAC under an HKDF-derived key)."""
