@@ -86,6 +86,25 @@ def bench_appends(platform: Platform, seconds: float) -> list[list[object]]:
     for th in threads:
         th.join()
     rows.append(["4 threads, 1 entry / transaction", sum(k[0] for k in counters) / (time.perf_counter() - t)])
+
+    writer = platform.durable_journal()
+    for threads_n in (16, 64):
+        done = [0] * threads_n
+
+        def reader(slot: int, stop: float) -> None:
+            i = 0
+            while time.perf_counter() < stop:
+                writer.record(entry(slot * 10_000_000 + i))
+                i += 1
+            done[slot] = i
+
+        t = time.perf_counter()
+        pool = [threading.Thread(target=reader, args=(k, t + seconds)) for k in range(threads_n)]
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+        rows.append([f"group commit, {threads_n} concurrent readers", sum(done) / (time.perf_counter() - t)])
     return rows
 
 

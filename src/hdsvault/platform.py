@@ -8,6 +8,7 @@ when the database is not initialised, or when the KEK cannot open the stored key
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, insert, select, text
@@ -18,6 +19,7 @@ from hdsvault.crypto.keyring import Keyring
 from hdsvault.db import migrate
 from hdsvault.db.engine import create_db_engine, is_sqlite, read_connection
 from hdsvault.db.schema import platform_info
+from hdsvault.journal.group_commit import GroupCommitJournal
 from hdsvault.journal.signer import MAC_PURPOSE, SIGNING_PURPOSE, JournalSigner
 
 
@@ -31,6 +33,8 @@ class Platform:
     engine: Engine
     keyring: Keyring
     _signer: JournalSigner | None = field(default=None, repr=False)
+    _group_commit: GroupCommitJournal | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -52,7 +56,16 @@ class Platform:
         return cls(settings, engine, keyring)
 
     def close(self) -> None:
+        if self._group_commit is not None:
+            self._group_commit.close()
         self.engine.dispose()
+
+    def durable_journal(self) -> GroupCommitJournal:
+        """Durable appends shared by concurrent requests (group commit), for reads."""
+        with self._lock:
+            if self._group_commit is None:
+                self._group_commit = GroupCommitJournal(self.engine)
+            return self._group_commit
 
     def journal_signer(self) -> JournalSigner:
         """The platform's checkpoint-signing and leaf-MAC keys (unwrapped once per process)."""

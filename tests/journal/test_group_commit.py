@@ -1,0 +1,66 @@
+"""Group commit: concurrent durable appends all land, each caller waits for its own commit."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from hdsvault.db.schema import journal_entries
+from hdsvault.journal import service
+from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome
+from hdsvault.journal.group_commit import GroupCommitJournal
+from hdsvault.platform import Platform
+
+
+def read_entry(i: int) -> JournalEntry:
+    return JournalEntry(
+        log_id="750712184", time=datetime.now(UTC), event_type="fhir.read",
+        category=Category.ACCESS, action=Action.READ, outcome=Outcome.SUCCESS,
+        actor=f"token:{i}", objects=(f"Patient/{i}",), patient=f"Patient/{i}",
+    )
+
+
+def count(platform: Platform) -> int:
+    with platform.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(journal_entries).where(journal_entries.c.event_type == "fhir.read")).scalar_one()
+
+
+def test_concurrent_callers_each_return_after_their_commit(platform: Platform, tenant: str) -> None:
+    writer = platform.durable_journal()
+    seen_after_return: list[bool] = []
+    lock = threading.Lock()
+
+    def reader(k: int) -> None:
+        for i in range(25):
+            writer.record(read_entry(k * 1000 + i))
+            # Visible to another connection as soon as record() returned: it is committed.
+            with platform.engine.connect() as conn:
+                ok = conn.execute(select(func.count()).select_from(journal_entries).where(journal_entries.c.actor == f"token:{k * 1000 + i}")).scalar_one() == 1
+            with lock:
+                seen_after_return.append(ok)
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen_after_return) == 200 and all(seen_after_return)
+    assert count(platform) == 200
+    service.integrate(platform)
+    assert service.verify(platform).ok
+
+
+def test_a_failed_batch_fails_its_callers(platform: Platform) -> None:
+    writer = GroupCommitJournal(platform.engine)
+    bad = read_entry(1)
+    object.__setattr__(bad, "category", "not-a-category")  # cannot be stored
+    with pytest.raises(Exception):
+        writer.record(bad)
+    writer.record(read_entry(2))  # the writer survives a failed batch
+    writer.close()
+    with pytest.raises(RuntimeError):
+        writer.record(read_entry(3))
+    assert count(platform) == 1
