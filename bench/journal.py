@@ -24,17 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _table import print_table  # noqa: E402
+from _table import print_table
 
-from hdsvault.config import load_settings  # noqa: E402
-from hdsvault.db.engine import read_connection  # noqa: E402
-from hdsvault.journal import service  # noqa: E402
-from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome  # noqa: E402
-from hdsvault.journal.merkle import consistency_proof, inclusion_proof  # noqa: E402
-from hdsvault.journal.store import append_many, canonical_row_bytes, stream_sequenced  # noqa: E402
-from hdsvault.journal.tree import DbNodeStore  # noqa: E402
-from hdsvault.journal.verify import verify_log  # noqa: E402
-from hdsvault.platform import Platform, init_platform  # noqa: E402
+from hdsvault.config import load_settings
+from hdsvault.db.engine import read_connection
+from hdsvault.journal import service
+from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome
+from hdsvault.journal.merkle import consistency_proof, inclusion_proof
+from hdsvault.journal.store import append_many, canonical_row_bytes, stream_sequenced
+from hdsvault.journal.tree import DbNodeStore
+from hdsvault.journal.verify import verify_log
+from hdsvault.platform import Platform, init_platform
 
 LOG = "750712184"
 
@@ -85,7 +85,12 @@ def bench_appends(platform: Platform, seconds: float) -> list[list[object]]:
         th.start()
     for th in threads:
         th.join()
-    rows.append(["4 threads, 1 entry / transaction", sum(k[0] for k in counters) / (time.perf_counter() - t)])
+    rows.append(
+        [
+            "4 threads, 1 entry / transaction",
+            sum(k[0] for k in counters) / (time.perf_counter() - t),
+        ]
+    )
 
     writer = platform.durable_journal()
     for threads_n in (16, 64):
@@ -104,7 +109,9 @@ def bench_appends(platform: Platform, seconds: float) -> list[list[object]]:
             th.start()
         for th in pool:
             th.join()
-        rows.append([f"group commit, {threads_n} concurrent readers", sum(done) / (time.perf_counter() - t)])
+        rows.append(
+            [f"group commit, {threads_n} concurrent readers", sum(done) / (time.perf_counter() - t)]
+        )
     return rows
 
 
@@ -118,8 +125,12 @@ def main() -> None:
         init_platform(settings)
         platform = Platform.open(settings)
         rows = bench_appends(platform, args.seconds)
-        print_table("Durable journal appends (SQLite WAL, synchronous=FULL)", ["mode", "appends/s"], rows,
-                    caption="target >= 20,000/s")
+        print_table(
+            "Durable journal appends (SQLite WAL, synchronous=FULL)",
+            ["mode", "appends/s"],
+            rows,
+            caption="target >= 20,000/s",
+        )
 
         # Fill up to N entries with group commits, then sequence (timed).
         with read_connection(platform.engine) as conn:
@@ -133,10 +144,24 @@ def main() -> None:
         t = time.perf_counter()
         service.integrate(platform)
         sequencing = time.perf_counter() - t
-        print_table("Filling and sequencing", ["step", "entries", "seconds", "entries/s"], [
-            ["append (group commits of 5,000)", args.entries - have, fill, (args.entries - have) / fill],
-            ["sequence: leaf hashes, MACs, nodes, checkpoints", args.entries, sequencing, args.entries / sequencing],
-        ])
+        print_table(
+            "Filling and sequencing",
+            ["step", "entries", "seconds", "entries/s"],
+            [
+                [
+                    "append (group commits of 5,000)",
+                    args.entries - have,
+                    fill,
+                    (args.entries - have) / fill,
+                ],
+                [
+                    "sequence: leaf hashes, MACs, nodes, checkpoints",
+                    args.entries,
+                    sequencing,
+                    args.entries / sequencing,
+                ],
+            ],
+        )
 
         signer = platform.journal_signer()
         with read_connection(platform.engine) as conn:
@@ -150,11 +175,15 @@ def main() -> None:
             hashlib.sha256(b"\x00" + d).digest()
         raw_s = time.perf_counter() - t
         mb = report.bytes_hashed / 1e6
-        print_table("Verify (recompute every leaf, MAC and root from the database)",
-                    ["what", "MB", "seconds", "MB/s", "ratio vs raw SHA-256"], [
-                        ["hdsvault journal verify", mb, verify_s, mb / verify_s, raw_s / verify_s],
-                        ["raw SHA-256, one call per entry", mb, raw_s, mb / raw_s, 1.0],
-                    ], caption="target: verify >= 0.5x raw SHA-256")
+        print_table(
+            "Verify (recompute every leaf, MAC and root from the database)",
+            ["what", "MB", "seconds", "MB/s", "ratio vs raw SHA-256"],
+            [
+                ["hdsvault journal verify", mb, verify_s, mb / verify_s, raw_s / verify_s],
+                ["raw SHA-256, one call per entry", mb, raw_s, mb / raw_s, 1.0],
+            ],
+            caption="target: verify >= 0.5x raw SHA-256",
+        )
 
         with read_connection(platform.engine) as conn:
             size = args.entries
@@ -177,10 +206,15 @@ def main() -> None:
         def p(values: list[float], q: float) -> float:
             return statistics.quantiles(values, n=100)[int(q) - 1]
 
-        print_table(f"Proof generation from the database at {size:,} entries", ["proof", "p50 ms", "p99 ms"], [
-            ["inclusion", p(inc, 50), p(inc, 99)],
-            ["consistency", p(con, 50), p(con, 99)],
-        ], caption="target < 5 ms")
+        print_table(
+            f"Proof generation from the database at {size:,} entries",
+            ["proof", "p50 ms", "p99 ms"],
+            [
+                ["inclusion", p(inc, 50), p(inc, 99)],
+                ["consistency", p(con, 50), p(con, 99)],
+            ],
+            caption="target < 5 ms",
+        )
         platform.close()
 
 
