@@ -48,7 +48,7 @@ INDEX_ROOT_KEY_SIZE = 32
 _SALT = b"hdsvault/blind-index/salt/v1"
 _INFO_PREFIX = b"hdsvault/blind-index/v1/"
 _u32 = struct.Struct(">I").pack
-_MAX_CACHED_FIELDS = 256
+_MAX_CACHED_FIELDS = 4096  # FHIR parameters x types: Synthea alone uses ~450
 
 
 class BlindIndex:
