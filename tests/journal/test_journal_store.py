@@ -63,7 +63,7 @@ def verify(platform: Platform, note: str | None = None):  # type: ignore[no-unty
 
 def test_clean_journal_verifies(platform: Platform) -> None:
     fill(platform, "t", 40)
-    report, problems = verify(platform)
+    report, _ = verify(platform)
     assert report.ok, report.problems
     log = next(r for r in report.logs if r.log_id == "t")
     assert (log.entries, log.checkpoints, log.pending) == (40, 3, 0)
