@@ -23,6 +23,7 @@ BENCHES: dict[str, list[str]] = {
     "journal-proofs": ["journal_proofs.py"],  # in-memory tree at 1M leaves
     "backup": ["backup/run.py"],  # vs restic and borg on >= 1 GiB
     "fhir": ["fhir/run.py", "--quick"],  # import vs raw SQL insert, search latency
+    "imaging": ["imaging/run.py"],  # C-STORE, STOW-RS, WADO-RS vs Orthanc
 }
 
 

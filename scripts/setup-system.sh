@@ -36,7 +36,8 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
         missing+=(postgresql)
     fi
 fi
-for pkg in softhsm2 opensc rsyslog rsyslog-gnutls; do
+for pkg in softhsm2 opensc rsyslog rsyslog-gnutls dcmtk orthanc orthanc-dicomweb; do
+    # dcmtk, orthanc(-dicomweb): DICOM peers of the imaging interoperability tests and bench;
     # softhsm2: PKCS#11 module + softhsm2-util; opensc: pkcs11-tool;
     # rsyslog(-gnutls): SIEM receiver over TCP/TLS for the journal exporter tests.
     is_installed "$pkg" || missing+=("$pkg")
@@ -60,7 +61,7 @@ if ((${#missing[@]} > 0)); then
     apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}"
     log "installed: ${missing[*]}"
 else
-    log "system packages present (postgresql, softhsm2, opensc, rsyslog, rsyslog-gnutls)"
+    log "system packages present (postgresql, softhsm2, opensc, rsyslog, rsyslog-gnutls, dcmtk, orthanc, orthanc-dicomweb)"
 fi
 
 # The postgresql packages create this user; make sure of it anyway (minimal images, or
@@ -76,7 +77,7 @@ if ! id -u postgres >/dev/null 2>&1; then
 fi
 
 # Fail here, clearly, rather than in the middle of the test run.
-for tool in softhsm2-util pkcs11-tool rsyslogd; do
+for tool in softhsm2-util pkcs11-tool rsyslogd storescu Orthanc; do
     command -v "$tool" >/dev/null || { log "ERROR: $tool still not found"; exit 1; }
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \

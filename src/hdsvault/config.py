@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from hdsvault.access.settings import AccessSettings, OidcSettings, PerimeterSettings, TlsSettings
+
 CONFIG_ENV = "HDSVAULT_CONFIG"
 """Environment variable naming the TOML configuration file (optional)."""
 
@@ -86,6 +88,24 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
 
+class FhirSettings(BaseModel):
+    """The FHIR REST API and store (``docs/fhir.md``)."""
+
+    max_bundle_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+    default_count: int = Field(default=20, ge=1, le=1000)
+    max_count: int = Field(default=1000, ge=1, le=10_000)
+    max_sort_candidates: int = Field(
+        default=10_000, ge=1, description="Matches sorted in memory for _sort on a parameter"
+    )
+    max_chain_matches: int = Field(
+        default=1000, ge=1, description="Inner results of a chained parameter"
+    )
+    base_urls: list[str] = Field(
+        default_factory=list,
+        description="Absolute base URLs of this server: references to them are local",
+    )
+
+
 class SiemSinkSettings(BaseModel):
     """One syslog receiver (SIEM) the journal is exported to, at least once, in order."""
 
@@ -120,6 +140,130 @@ class JournalSettings(BaseModel):
     )
 
 
+class BlobSettings(BaseModel):
+    """Where DICOM instances and other large payloads live (always sealed; ``docs/imaging.md``)."""
+
+    backend: Literal["filesystem", "database", "s3"] = "filesystem"
+    path: Path | None = Field(default=None, description="filesystem: default <data_dir>/blobs")
+    s3_endpoint_url: str | None = Field(default=None, description="s3: endpoint (MinIO, Ceph...)")
+    s3_bucket: str = "hdsvault-blobs"
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_prefix: str = ""
+    chunk_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="plaintext bytes per AEAD segment of a blob",
+    )
+
+
+class DicomPeerSettings(BaseModel):
+    """A DICOM application entity allowed to talk to hdsvault, and the tenant it acts for."""
+
+    ae_title: str = Field(pattern=r"^[ -~]{1,16}$")
+    tenant: str = Field(pattern=r"^[0-9AB]{9}$", description="FINESS of the establishment")
+    host: str | None = Field(default=None, description="C-MOVE destination address")
+    port: int | None = Field(default=None, ge=1, le=65535, description="C-MOVE destination port")
+    role: str = Field(default="radiology", description="role of the peer's principal")
+
+
+class DicomSettings(BaseModel):
+    """The DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET) and DICOMweb limits."""
+
+    enabled: bool = False
+    ae_title: str = Field(default="HDSVAULT", pattern=r"^[ -~]{1,16}$")
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=1, le=65535)
+    peers: list[DicomPeerSettings] = Field(default_factory=list)
+    max_pdu: int = Field(default=262_144, ge=0)
+    network_timeout: float = Field(default=60.0, gt=0)
+    max_query_results: int = Field(default=1000, ge=1, le=100_000)
+    max_stow_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1024)
+
+
+class Hl7SenderSettings(BaseModel):
+    """An HL7 v2 sending application/facility (MSH-3/MSH-4) and the tenant it writes to."""
+
+    application: str = Field(min_length=1, max_length=227)
+    facility: str = Field(default="*", description="MSH-4 namespace id; '*' = any")
+    tenant: str = Field(pattern=r"^[0-9AB]{9}$")
+
+
+class Hl7Settings(BaseModel):
+    """The HL7 v2 MLLP listener (ADT, ORU)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=2575, ge=1, le=65535)
+    senders: list[Hl7SenderSettings] = Field(default_factory=list)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = Field(default=None, description="require client certs")
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    receiving_application: str = "HDSVAULT"
+    receiving_facility: str = "HDSVAULT"
+
+
+class BackupRepositorySettings(BaseModel):
+    """One backup repository (``[[backup.repositories]]``; ``docs/backup.md``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["hardened-local", "local", "s3"] = Field(
+        description="hardened-local: chattr +i WORM directory; local: plain directory "
+        "(not immutable); s3: bucket with Object Lock (COMPLIANCE)"
+    )
+    path: Path | None = Field(default=None, description="Directory (hardened-local, local)")
+    retention_days: int = Field(
+        default=30, ge=0, le=36500, description="Objects immutable this long after writing"
+    )
+    offsite: bool | None = Field(default=None, description="Default: true for s3, else false")
+    media: str | None = Field(
+        default=None, description="Media type for 3-2-1-1-0 (default: disk / object-storage)"
+    )
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint (s3)")
+    bucket: str | None = None
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> BackupRepositorySettings:
+        if self.kind in ("hardened-local", "local") and self.path is None:
+            raise ValueError(f"repository {self.name!r} ({self.kind}) needs a path")
+        if self.kind == "s3" and not self.bucket:
+            raise ValueError(f"repository {self.name!r} (s3) needs a bucket")
+        return self
+
+
+class BackupSettings(BaseModel):
+    """Backups of the whole platform, restore drills, offline media (``docs/backup.md``)."""
+
+    repositories: list[BackupRepositorySettings] = Field(default_factory=list)
+    schedule: str | None = Field(
+        default=None,
+        pattern=r"^(every \d+(m|h|d)|daily \d{2}:\d{2})$",
+        description="'every 6h' / 'every 30m' / 'daily 02:30' (UTC), run by `backup daemon`",
+    )
+    keep: str | None = Field(
+        default="daily=30,monthly=12,yearly=10",
+        description="Retention policy applied after scheduled runs (None: never forget)",
+    )
+    verify_sample_percent: float = Field(default=5.0, ge=0, le=100)
+    verification_max_age_days: int = Field(default=8, ge=1, le=3650)
+    trusted_signers: list[str] = Field(
+        default_factory=list,
+        description="Base64 Ed25519 public keys whose snapshots are trusted without the "
+        "platform database (disaster recovery on a new host)",
+    )
+    pg_bin_dir: Path | None = Field(
+        default=None, description="Directory of pg_dump/pg_restore (default: newest found)"
+    )
+    drill_sample_reads: int = Field(default=5, ge=0, le=1000)
+
+
 class LoggingSettings(BaseModel):
     """Structured JSON logs on stderr."""
 
@@ -145,7 +289,16 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
     journal: JournalSettings = JournalSettings()
+    backup: BackupSettings = BackupSettings()
+    fhir: FhirSettings = FhirSettings()
     token_default_ttl_days: int = Field(default=90, ge=1, le=3650)
+    access: AccessSettings = AccessSettings()
+    oidc: OidcSettings = OidcSettings()
+    perimeter: PerimeterSettings = PerimeterSettings()
+    tls: TlsSettings = TlsSettings()
+    blobs: BlobSettings = BlobSettings()
+    dicom: DicomSettings = DicomSettings()
+    hl7: Hl7Settings = Hl7Settings()
 
     @classmethod
     def settings_customise_sources(
@@ -195,13 +348,21 @@ def _redact_url(url: str) -> str:
     return f"{scheme}{sep}{user}{':***' if ':' in creds else ''}{at}{host}"
 
 
+def config_path(explicit: Path | None = None) -> Path | None:
+    """The TOML file in force: ``explicit`` (``--config``), else ``$HDSVAULT_CONFIG``, else none."""
+    if explicit is not None:
+        return explicit
+    value = os.environ.get(CONFIG_ENV)
+    return Path(value) if value else None
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings once: defaults < TOML file < environment < explicit overrides.
 
     The TOML file is ``config_file`` or the file named by ``HDSVAULT_CONFIG``. Every problem is
     reported as a :class:`ConfigError` naming the field, so start-up fails with a clear message.
     """
-    path = config_file or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    path = config_path(config_file)
     if path is not None and not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
     try:

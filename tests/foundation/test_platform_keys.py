@@ -199,16 +199,36 @@ def test_cli_refusal_message_and_exit_code(settings: Settings) -> None:
 
 
 def test_cli_shred_needs_the_typed_finess(settings: Settings, tenant: str) -> None:
-    env = {**os.environ, "HDSVAULT_DATA_DIR": str(settings.data_dir),
-           "HDSVAULT_DATABASE__URL": settings.database_url}
-    refused = subprocess.run(["hdsvault", "tenant", "shred", tenant], env=env, input="123456789\n",
-                             capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "HDSVAULT_DATA_DIR": str(settings.data_dir),
+        "HDSVAULT_DATABASE__URL": settings.database_url,
+    }
+    refused = subprocess.run(
+        ["hdsvault", "tenant", "shred", tenant],
+        env=env,
+        input="123456789\n",
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode == 1 and "nothing was destroyed" in refused.stderr
-    assert "active" in subprocess.run(["hdsvault", "tenant", "list"], env=env, capture_output=True, text=True).stdout
-    done = subprocess.run(["hdsvault", "tenant", "shred", tenant], env=env, input=f"{tenant}\n",
-                          capture_output=True, text=True)
+    assert (
+        "active"
+        in subprocess.run(
+            ["hdsvault", "tenant", "list"], env=env, capture_output=True, text=True
+        ).stdout
+    )
+    done = subprocess.run(
+        ["hdsvault", "tenant", "shred", tenant],
+        env=env,
+        input=f"{tenant}\n",
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     cert = next(settings.certificates_dir.glob(f"shred-{tenant}-*.json"))
     assert '"keys_destroyed": 2' in cert.read_text()
-    listing = subprocess.run(["hdsvault", "tenant", "list"], env=env, capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        ["hdsvault", "tenant", "list"], env=env, capture_output=True, text=True
+    ).stdout
     assert "shredded" in listing

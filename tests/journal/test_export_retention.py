@@ -25,7 +25,10 @@ SEQ = re.compile(rb'log_id="([^"]+)".*?seq="(\d+)"')
 def record_admin_acts(platform: Platform, n: int, log_id: str = "750712184") -> None:
     with platform.engine.begin() as conn:
         for i in range(n):
-            service.record(conn, service.admin_entry("test.act", f"os:op{i}", log_id=log_id, action=Action.EXECUTE))
+            service.record(
+                conn,
+                service.admin_entry("test.act", f"os:op{i}", log_id=log_id, action=Action.EXECUTE),
+            )
     service.integrate(platform)
 
 
@@ -67,14 +70,21 @@ def test_export_resumes_from_the_database_cursor_across_a_receiver_restart(sink_
     assert sent >= 30  # the tenant log's 30, plus the platform log's entries
     rsyslogd.wait_for_lines(lambda lines: len(lines) >= sent)
     with platform.engine.connect() as conn:
-        cursors = dict(conn.execute(select(export_cursors.c.log_id, export_cursors.c.last_seq)).all())
+        cursors = dict(
+            conn.execute(select(export_cursors.c.log_id, export_cursors.c.last_seq)).all()
+        )
     assert cursors["750712184"] == 29
     rsyslogd.stop()
     record_admin_acts(platform, 20)  # journaled while the SIEM is down
     with pytest.raises(Exception):
         export_to_siem(platform)
     with platform.engine.connect() as conn:
-        assert conn.execute(select(export_cursors.c.last_seq).where(export_cursors.c.log_id == "750712184")).scalar_one() == 29
+        assert (
+            conn.execute(
+                select(export_cursors.c.last_seq).where(export_cursors.c.log_id == "750712184")
+            ).scalar_one()
+            == 29
+        )
     rsyslogd.start()
     export_to_siem(platform)
     rsyslogd.wait_for_lines(
@@ -93,14 +103,22 @@ def test_prune_keeps_the_log_verifiable_and_early_erasure_is_caught(platform: Pl
     assert {p.log_id: p.entries for p in done}["750712184"] == 40
     service.integrate(platform)
     with platform.engine.connect() as conn:
-        actors = set(conn.execute(select(journal_entries.c.actor).where(journal_entries.c.log_id == "750712184")).scalars())
+        actors = set(
+            conn.execute(
+                select(journal_entries.c.actor).where(journal_entries.c.log_id == "750712184")
+            ).scalars()
+        )
     assert actors == {""}
     report = service.verify(platform)
     assert report.ok, report.problems
     # Someone empties newer entries by hand, pretending retention did it.
     record_admin_acts(platform, 5)
     with platform.engine.begin() as conn:
-        conn.execute(update(journal_entries).where(journal_entries.c.log_id == "750712184", journal_entries.c.seq == 42).values(pruned=True, actor=""))
+        conn.execute(
+            update(journal_entries)
+            .where(journal_entries.c.log_id == "750712184", journal_entries.c.seq == 42)
+            .values(pruned=True, actor="")
+        )
     problems = [p for p in service.verify(platform).problems if p.log_id == "750712184"]
     assert problems and problems[0].index == 42 and problems[0].kind == "pruned-unrecorded"
 

@@ -17,15 +17,25 @@ from hdsvault.platform import Platform
 
 def read_entry(i: int) -> JournalEntry:
     return JournalEntry(
-        log_id="750712184", time=datetime.now(UTC), event_type="fhir.read",
-        category=Category.ACCESS, action=Action.READ, outcome=Outcome.SUCCESS,
-        actor=f"token:{i}", objects=(f"Patient/{i}",), patient=f"Patient/{i}",
+        log_id="750712184",
+        time=datetime.now(UTC),
+        event_type="fhir.read",
+        category=Category.ACCESS,
+        action=Action.READ,
+        outcome=Outcome.SUCCESS,
+        actor=f"token:{i}",
+        objects=(f"Patient/{i}",),
+        patient=f"Patient/{i}",
     )
 
 
 def count(platform: Platform) -> int:
     with platform.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(journal_entries).where(journal_entries.c.event_type == "fhir.read")).scalar_one()
+        return conn.execute(
+            select(func.count())
+            .select_from(journal_entries)
+            .where(journal_entries.c.event_type == "fhir.read")
+        ).scalar_one()
 
 
 def test_concurrent_callers_each_return_after_their_commit(platform: Platform, tenant: str) -> None:
@@ -38,7 +48,14 @@ def test_concurrent_callers_each_return_after_their_commit(platform: Platform, t
             writer.record(read_entry(k * 1000 + i))
             # Visible to another connection as soon as record() returned: it is committed.
             with platform.engine.connect() as conn:
-                ok = conn.execute(select(func.count()).select_from(journal_entries).where(journal_entries.c.actor == f"token:{k * 1000 + i}")).scalar_one() == 1
+                ok = (
+                    conn.execute(
+                        select(func.count())
+                        .select_from(journal_entries)
+                        .where(journal_entries.c.actor == f"token:{k * 1000 + i}")
+                    ).scalar_one()
+                    == 1
+                )
             with lock:
                 seen_after_return.append(ok)
 

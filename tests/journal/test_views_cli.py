@@ -19,11 +19,21 @@ from hdsvault.platform import Platform
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def access(tenant: str, actor: str, patient: str, outcome: Outcome = Outcome.SUCCESS) -> JournalEntry:
+def access(
+    tenant: str, actor: str, patient: str, outcome: Outcome = Outcome.SUCCESS
+) -> JournalEntry:
     return JournalEntry(
-        log_id=tenant, time=datetime.now(UTC), event_type="fhir.read", category=Category.ACCESS,
-        action=Action.READ, outcome=outcome, actor=actor, actor_role="clinician",
-        professional_id="10003456789", objects=(patient,), patient=patient,
+        log_id=tenant,
+        time=datetime.now(UTC),
+        event_type="fhir.read",
+        category=Category.ACCESS,
+        action=Action.READ,
+        outcome=outcome,
+        actor=actor,
+        actor_role="clinician",
+        professional_id="10003456789",
+        objects=(patient,),
+        patient=patient,
         detail_sealed=b"\x01secret-ciphertext",
     )
 
@@ -46,8 +56,14 @@ def test_access_history_and_exports(platform: Platform, tenant: str) -> None:
     assert any(e.event_type == "journal.read" for e in reads)  # the audit read itself is traced
 
 
-def test_journal_cli_checkpoint_prove_verify_tamper(settings: Settings, tenant: str, tmp_path: Path) -> None:
-    env = {**os.environ, "HDSVAULT_DATA_DIR": str(settings.data_dir), "HDSVAULT_DATABASE__URL": settings.database_url}
+def test_journal_cli_checkpoint_prove_verify_tamper(
+    settings: Settings, tenant: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "HDSVAULT_DATA_DIR": str(settings.data_dir),
+        "HDSVAULT_DATABASE__URL": settings.database_url,
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["hdsvault", *args], env=env, capture_output=True, text=True)
@@ -62,8 +78,20 @@ def test_journal_cli_checkpoint_prove_verify_tamper(settings: Settings, tenant: 
     (tmp_path / "p.json").write_text(proof.stdout)
     (tmp_path / "pcp.txt").write_text(json.loads(proof.stdout)["checkpoint"])
     standalone = subprocess.run(
-        [sys.executable, "-I", str(ROOT / "tools/verify_journal.py"), "inclusion", "--key", vkey,
-         "--checkpoint", str(tmp_path / "pcp.txt"), str(tmp_path / "p.json")], capture_output=True, text=True)
+        [
+            sys.executable,
+            "-I",
+            str(ROOT / "tools/verify_journal.py"),
+            "inclusion",
+            "--key",
+            vkey,
+            "--checkpoint",
+            str(tmp_path / "pcp.txt"),
+            str(tmp_path / "p.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert standalone.returncode == 0, standalone.stderr
     ok = run("journal", "verify", "--checkpoint", str(cp), "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
@@ -72,11 +100,17 @@ def test_journal_cli_checkpoint_prove_verify_tamper(settings: Settings, tenant: 
 
     engine = create_engine(settings.database_url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE journal_entries SET actor = 'os:mallory' WHERE log_id = 'platform' AND seq = 0"))
+        conn.execute(
+            text(
+                "UPDATE journal_entries SET actor = 'os:mallory' WHERE log_id = 'platform' AND seq = 0"
+            )
+        )
     engine.dispose()
     bad = run("journal", "verify", "--json")
     assert bad.returncode == 1
-    platform_log = next(log for log in json.loads(bad.stdout)["logs"] if log["log_id"] == "platform")
+    platform_log = next(
+        log for log in json.loads(bad.stdout)["logs"] if log["log_id"] == "platform"
+    )
     assert platform_log["first_bad_index"] == 0
     csv_out = run("journal", "export", "--log", "platform", "--format", "csv")
     assert csv_out.returncode == 0 and "tenant.create" in csv_out.stdout

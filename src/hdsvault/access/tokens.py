@@ -34,11 +34,21 @@ class InvalidToken(Exception):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the subject, its tenant (None for platform-wide) and its role."""
+    """Who is calling: the subject, its tenant (None for platform-wide) and its role.
+
+    The optional fields come from strong identities (OpenID Connect, client certificates):
+    the professional identifier (RPPS) and the care units feed the access policy, ``acr`` is
+    the authentication level the identity provider vouched for.
+    """
 
     subject: str
     tenant: str | None
     role: Role
+    professional_id: str | None = None
+    care_units: tuple[str, ...] = ()
+    acr: str | None = None
+    auth_method: str = "token"  # token | oidc | mtls | local (CLI)
+    display: str | None = None
 
 
 @dataclass(frozen=True)

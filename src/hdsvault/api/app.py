@@ -17,19 +17,17 @@ from prometheus_client import (
 )
 
 from hdsvault import __version__
+from hdsvault.access import control as access_control
+from hdsvault.access.oidc import OidcVerifier
+from hdsvault.api import access_admin, dicomweb
 from hdsvault.api.auth import CurrentPrincipal
 from hdsvault.api.background import JournalSequencerThread
+from hdsvault.api.fhir import mount_fhir
 from hdsvault.api.observability import RequestObservability
+from hdsvault.api.perimeter import Perimeter
 from hdsvault.config import Settings, load_settings
 from hdsvault.logs import configure_logging
 from hdsvault.platform import Platform
-
-SECURITY_HEADERS = {
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
-    "cache-control": "no-store",
-}
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -39,9 +37,15 @@ def create_app(platform: Platform) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sequencer = JournalSequencerThread(platform)
         sequencer.start()
+        control = access_control.AccessControl.open(
+            platform.engine, platform.keyring, platform.settings.access
+        )
+        access_control.install(control)
         try:
             yield
         finally:
+            access_control.uninstall(control)
+            oidc.close()
             sequencer.stop()
             platform.close()
 
@@ -54,13 +58,8 @@ def create_app(platform: Platform) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
-
-    @app.middleware("http")
-    async def security_headers(request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    oidc = OidcVerifier(platform.settings.oidc)
+    app.state.oidc_verifier = oidc
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -84,6 +83,11 @@ def create_app(platform: Platform) -> FastAPI:
     def whoami(principal: CurrentPrincipal) -> dict[str, str | None]:
         return {"subject": principal.subject, "tenant": principal.tenant, "role": principal.role}
 
+    app.include_router(access_admin.router)
+    app.include_router(dicomweb.router)  # /dicomweb/{finess}: STOW-RS, QIDO-RS, WADO-RS
+    # Security headers, limits and request metadata (pure ASGI), inside the request id/metrics.
+    app.add_middleware(Perimeter, settings=platform.settings.perimeter, tls=platform.settings.tls)
+    mount_fhir(app, platform)
     app.add_middleware(RequestObservability, router=app.router)
     return app
 

@@ -1,4 +1,9 @@
-"""Bearer-token authentication: nothing anonymous except health probes and metrics."""
+"""Authentication: nothing anonymous except health probes and metrics.
+
+A caller proves who it is with a bearer credential (a local API token, or an OpenID Connect JWT
+from a configured issuer such as Pro Santé Connect) or, on a TLS listener that asks for one,
+with a client certificate mapped in ``[[tls.clients]]``. A bearer credential, when present, wins.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, HTTPException, Request, status
 
-from hdsvault.access.tokens import InvalidToken, Principal, authenticate
+from hdsvault.access.identity import CredentialRejected, authenticate_credential
+from hdsvault.access.mtls import principal_from_certificate
+from hdsvault.access.oidc import OidcVerifier
+from hdsvault.access.tokens import Principal
 from hdsvault.journal.entry import PLATFORM_LOG, Action, Category, JournalEntry, Outcome, Severity
 from hdsvault.journal.service import record
 from hdsvault.platform import Platform
@@ -28,16 +36,22 @@ def require_principal(
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        cert = (request.scope.get("extensions") or {}).get("tls", {}).get("client_cert")
+        if cert and header == "":
+            principal = principal_from_certificate(cert, platform.settings.tls)
+            if principal is not None:
+                return principal
         journal_denial(platform, request, "missing-token")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "authentication required",
             headers={"WWW-Authenticate": 'Bearer realm="hdsvault"'},
         )
+    verifier: OidcVerifier | None = getattr(request.app.state, "oidc_verifier", None)
     try:
-        return authenticate(platform.engine, token.strip())
-    except InvalidToken as exc:
-        journal_denial(platform, request, str(exc).replace(" ", "-"))
+        return authenticate_credential(platform.engine, verifier, token.strip())
+    except CredentialRejected as exc:
+        journal_denial(platform, request, exc.reason)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "invalid or expired token",
@@ -61,6 +75,7 @@ def journal_denial(platform: Platform, request: Request, reason: str) -> None:
         severity=Severity.WARNING,
         actor="anonymous",
         source_address=request.client.host if request.client else None,
+        zone=request.scope.get("state", {}).get("zone"),
         request_id=request.scope.get("state", {}).get("request_id"),
         objects=(f"{request.method} {request.url.path}"[:200],),
     )

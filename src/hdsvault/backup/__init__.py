@@ -10,7 +10,13 @@ Modules, one concept each: :mod:`.repository` (storage backends), :mod:`.config`
 :mod:`.chunker` (FastCDC), :mod:`.pack`, :mod:`.index`, :mod:`.tree`, :mod:`.manifest`,
 :mod:`.store` (blob reads/writes), :mod:`.snapshot` (backup, restore), :mod:`.verify`,
 :mod:`.forget` (retention, prune), :mod:`.engine` (the :class:`BackupRepository` facade),
-:mod:`.worm` (the hardened, immutable local backend).
+:mod:`.worm` (the hardened, immutable local backend), :mod:`.s3` (S3 Object Lock backend).
+
+Platform level (``docs/backup.md``): :mod:`.platform_snapshot` (consistent copy of database,
+checkpoints, configuration; restore as a platform), :mod:`.service` (backups of a running
+platform, journaled, witnessed by the journal), :mod:`.offline` (exports to removable media),
+:mod:`.inventory` (media inventory, verification log), :mod:`.status` (3-2-1-1-0),
+:mod:`.drill` (restore drills with a measured RTO and a signed report), :mod:`.schedule`.
 """
 
 from hdsvault.backup.config import ChunkerParams, RepositoryConfig

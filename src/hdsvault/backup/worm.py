@@ -111,7 +111,11 @@ class HardenedLocalRepository(LocalRepository):
         self.retention = retention
         self.clock = clock
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        problem = immutability_problem(self.root)
+        probe_dir = self.root
+        if get_flags(self.root) & FS_APPEND_FL:  # re-opened: nothing can be unlinked in root
+            probe_dir = self.root / _STAGING
+            probe_dir.mkdir(mode=0o700, exist_ok=True)
+        problem = immutability_problem(probe_dir)
         if problem is not None:
             raise BackupError(f"hardened repository unavailable: {problem}")
         set_flags(self.root, add=FS_APPEND_FL)

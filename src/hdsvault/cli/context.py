@@ -12,7 +12,7 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
-from hdsvault.config import ConfigError, Settings, load_settings
+from hdsvault.config import ConfigError, Settings, config_path, load_settings
 from hdsvault.crypto.errors import CryptoError
 from hdsvault.platform import Platform, PlatformNotReady
 
@@ -25,6 +25,11 @@ _config_file: Path | None = None
 def set_config_file(path: Path | None) -> None:
     global _config_file
     _config_file = path
+
+
+def config_file() -> Path | None:
+    """The configuration file in force (``--config``, else ``$HDSVAULT_CONFIG``), if any."""
+    return config_path(_config_file)
 
 
 def settings() -> Settings:

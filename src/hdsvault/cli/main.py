@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from hdsvault import __version__
-from hdsvault.cli import journal, keys, tenant, token
-from hdsvault.cli.context import console, fail, set_config_file, settings
+from hdsvault.cli import access, backup, drill, imaging, journal, keys, records, tenant, token
+from hdsvault.cli.context import config_file, console, fail, set_config_file, settings
 from hdsvault.crypto.errors import CryptoError
 from hdsvault.platform import init_platform
 
@@ -22,6 +22,11 @@ app.add_typer(tenant.app, name="tenant")
 app.add_typer(keys.app, name="keys")
 app.add_typer(token.app, name="token")
 app.add_typer(journal.app, name="journal")
+app.add_typer(access.app, name="access")
+records.register(app)  # hdsvault import / hdsvault export
+imaging.register(app)  # hdsvault dicom serve / hdsvault hl7 serve
+app.add_typer(backup.app, name="backup")
+app.add_typer(drill.app, name="drill")
 
 
 @app.callback()
@@ -34,9 +39,6 @@ def main(
     # Files we create (keys, certificates, databases) are for this account only.
     os.umask(0o077)
     set_config_file(config)
-    if config is not None:
-        # Server workers are separate processes: they rebuild settings from the same file.
-        os.environ["HDSVAULT_CONFIG"] = str(config.resolve())
 
 
 @app.command()
@@ -88,10 +90,17 @@ def serve(
         "server_header": False,
         "h11_max_incomplete_event_size": 64 * 1024,
         "timeout_keep_alive": 5,
+        # A worker importing the app on a loaded host can take longer than uvicorn's 5 s.
+        "timeout_worker_healthcheck": 60,
     }
-    if n_workers == 1:
+    if n_workers == 1 or cfg.perimeter.zones or cfg.tls.enabled:
+        # One process: a listener per zone, TLS, slow-client guard (api/listeners.py).
+        from hdsvault.api import listeners
+
+        if n_workers != 1:
+            console.print("zones and TLS are served by one process: --workers ignored")
         with opened_platform() as platform:  # refuse to start before binding the port
-            uvicorn.run(create_app(platform), **common)  # type: ignore[arg-type]
+            listeners.serve(create_app(platform), cfg, host=host, port=port)
         return
     with opened_platform():
         pass
@@ -100,6 +109,9 @@ def serve(
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if config_file() is not None:
+        # Workers are separate processes: they rebuild the settings from the same file.
+        os.environ["HDSVAULT_CONFIG"] = str(config_file().resolve())  # type: ignore[union-attr]
     uvicorn.run(
         "hdsvault.api.app:create_app_from_config",
         factory=True,

@@ -13,7 +13,13 @@ from typing import Any
 from sqlalchemy import Column, Table
 
 from hdsvault.crypto.aead import SealContext
-from hdsvault.db.schema import resource_versions
+from hdsvault.db.schema import (
+    hl7_messages,
+    imaging_instances,
+    imaging_series,
+    imaging_studies,
+    resource_versions,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,26 @@ def resource_context(
     return SealContext(tenant, "resource/" + resource_type, resource_id, version)
 
 
+def journal_detail_context(tenant: str, request_id: str) -> SealContext:
+    """The context of a journal entry's ``detail_sealed`` (e.g. the search parameters).
+
+    Not registered in :data:`SEALED_COLUMNS`: the journal's leaf hash covers these ciphertext
+    bytes, so rewrapping them would break the Merkle tree; they stay on the key version that
+    sealed them (older versions are kept while anything needs them).
+    """
+    return SealContext(tenant, "journal", request_id, "detail")
+
+
+def imaging_meta_context(kind: str, tenant: str, item_id: str) -> SealContext:
+    """Sealed DICOM metadata of a study, series or instance row (``kind`` says which)."""
+    return SealContext(tenant, kind, item_id, "meta")
+
+
+def hl7_message_context(tenant: str, message_id: str, part: str = "message") -> SealContext:
+    """A received HL7 v2 message (``part="message"``) or the ACK sent for it (``"ack"``)."""
+    return SealContext(tenant, "hl7v2/" + part, message_id, 1)
+
+
 SEALED_COLUMNS: tuple[SealedColumn, ...] = (
     SealedColumn(
         table=resource_versions,
@@ -47,5 +73,33 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
         context=lambda row: resource_context(
             row.tenant_id, row.resource_type, row.resource_id, row.version_id
         ),
+    ),
+    SealedColumn(
+        table=imaging_studies,
+        body=imaging_studies.c.meta,
+        key_version=imaging_studies.c.key_version,
+        tenant=imaging_studies.c.tenant_id,
+        context=lambda row: imaging_meta_context("imaging/study", row.tenant_id, row.id),
+    ),
+    SealedColumn(
+        table=imaging_series,
+        body=imaging_series.c.meta,
+        key_version=imaging_series.c.key_version,
+        tenant=imaging_series.c.tenant_id,
+        context=lambda row: imaging_meta_context("imaging/series", row.tenant_id, row.id),
+    ),
+    SealedColumn(
+        table=imaging_instances,
+        body=imaging_instances.c.meta,
+        key_version=imaging_instances.c.key_version,
+        tenant=imaging_instances.c.tenant_id,
+        context=lambda row: imaging_meta_context("imaging/instance-meta", row.tenant_id, row.id),
+    ),
+    SealedColumn(
+        table=hl7_messages,
+        body=hl7_messages.c.message,
+        key_version=hl7_messages.c.key_version,
+        tenant=hl7_messages.c.tenant_id,
+        context=lambda row: hl7_message_context(row.tenant_id, row.id),
     ),
 )

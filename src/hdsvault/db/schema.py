@@ -211,6 +211,11 @@ resources = Table(
     Column("version_id", Integer, nullable=False, comment="current version"),
     Column("deleted", Boolean, nullable=False, default=False),
     Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column(
+        "tokens",
+        LargeBinary,
+        comment="the current version's blind-index tokens (16 bytes each), to remove them",
+    ),
     PrimaryKeyConstraint("tenant_id", "resource_type", "resource_id"),
 )
 Index(
@@ -226,17 +231,12 @@ search_tokens = Table(
     metadata,
     Column("tenant_id", String(9), nullable=False),
     Column("resource_type", String(64), nullable=False),
-    Column("resource_id", String(64), nullable=False),
     Column("token", LargeBinary(16), nullable=False, comment="HMAC blind-index token"),
-    PrimaryKeyConstraint("tenant_id", "resource_type", "resource_id", "token"),
+    Column("resource_id", String(64), nullable=False),
+    # One B-tree only, ordered for lookups (tenant, type, token) and covering resource_id.
+    # A resource's tokens are removed by their full keys, taken from resources.tokens.
+    PrimaryKeyConstraint("tenant_id", "resource_type", "token", "resource_id"),
     sqlite_with_rowid=False,
-)
-Index(
-    "ix_search_tokens_lookup",
-    search_tokens.c.tenant_id,
-    search_tokens.c.resource_type,
-    search_tokens.c.token,
-    search_tokens.c.resource_id,
 )
 
 # -- access -------------------------------------------------------------------------------------
@@ -261,4 +261,175 @@ Index(
     break_glass_grants.c.subject,
     break_glass_grants.c.patient,
     break_glass_grants.c.expires_at,
+)
+
+# -- imaging ------------------------------------------------------------------------------------
+# The DICOM store (hdsvault.imaging). Instances live in the blob store, sealed (chunked AEAD);
+# these tables are the study/series/instance index. Identifiers (UIDs, PatientID) and every
+# searchable attribute are blind-index tokens in ``imaging_tokens``; the DICOM header is kept
+# only sealed (``meta``: DICOM JSON without bulk data). Clear columns are technical: random ids,
+# SOP Class and Transfer Syntax UIDs (needed to negotiate DIMSE contexts), sizes, hashes.
+
+imaging_studies = Table(
+    "imaging_studies",
+    metadata,
+    Column("tenant_id", String(9), ForeignKey("tenants.id"), nullable=False),
+    Column("id", String(36), nullable=False, comment="random; also the ImagingStudy id"),
+    Column("uid_token", LargeBinary(16), nullable=False, comment="token of StudyInstanceUID"),
+    Column("key_version", Integer, nullable=False),
+    Column("meta", LargeBinary, nullable=False, comment="AEAD: study-level attributes"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("revision", Integer, nullable=False, comment="bumped when an instance is added"),
+    Column("fhir_revision", Integer, nullable=False, comment="revision the ImagingStudy shows"),
+    Column("patient_ref", String(80), comment="'Patient/<id>' (random server id) once linked"),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+Index(
+    "ux_imaging_studies_uid", imaging_studies.c.tenant_id, imaging_studies.c.uid_token, unique=True
+)
+Index("ix_imaging_studies_created", imaging_studies.c.tenant_id, imaging_studies.c.created_at)
+Index("ix_imaging_studies_sync", imaging_studies.c.revision, imaging_studies.c.fhir_revision)
+
+imaging_series = Table(
+    "imaging_series",
+    metadata,
+    Column("tenant_id", String(9), ForeignKey("tenants.id"), nullable=False),
+    Column("id", String(36), nullable=False),
+    Column("study_id", String(36), nullable=False),
+    Column("uid_token", LargeBinary(16), nullable=False, comment="token of SeriesInstanceUID"),
+    Column("key_version", Integer, nullable=False),
+    Column("meta", LargeBinary, nullable=False, comment="AEAD: series-level attributes"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+Index("ux_imaging_series_uid", imaging_series.c.tenant_id, imaging_series.c.uid_token, unique=True)
+Index("ix_imaging_series_study", imaging_series.c.tenant_id, imaging_series.c.study_id)
+
+imaging_instances = Table(
+    "imaging_instances",
+    metadata,
+    Column("tenant_id", String(9), ForeignKey("tenants.id"), nullable=False),
+    Column("id", String(36), nullable=False, comment="random; names the blob"),
+    Column("study_id", String(36), nullable=False),
+    Column("series_id", String(36), nullable=False),
+    Column("uid_token", LargeBinary(16), nullable=False, comment="token of SOPInstanceUID"),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("transfer_syntax_uid", String(64), nullable=False),
+    Column("size", Integer, nullable=False, comment="plaintext bytes (DICOM file)"),
+    Column("blob_key", String(200), nullable=False),
+    Column("blob_sha256", LargeBinary(32), nullable=False, comment="SHA-256 of the sealed blob"),
+    Column("chunk_bytes", Integer, nullable=False),
+    Column("key_version", Integer, nullable=False, comment="data-key version of meta"),
+    Column("meta", LargeBinary, nullable=False, comment="AEAD: instance attributes"),
+    Column("source", String(255), nullable=False, comment="AE title or HTTP principal"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+Index(
+    "ux_imaging_instances_uid",
+    imaging_instances.c.tenant_id,
+    imaging_instances.c.uid_token,
+    unique=True,
+)
+Index("ix_imaging_instances_series", imaging_instances.c.tenant_id, imaging_instances.c.series_id)
+Index("ix_imaging_instances_study", imaging_instances.c.tenant_id, imaging_instances.c.study_id)
+
+imaging_tokens = Table(
+    "imaging_tokens",
+    metadata,
+    Column("tenant_id", String(9), nullable=False),
+    Column("level", String(8), nullable=False, comment="study | series | instance"),
+    Column("item_id", String(36), nullable=False),
+    Column("token", LargeBinary(16), nullable=False, comment="HMAC blind-index token"),
+    PrimaryKeyConstraint("tenant_id", "level", "item_id", "token"),
+    sqlite_with_rowid=False,
+)
+Index(
+    "ix_imaging_tokens_lookup",
+    imaging_tokens.c.tenant_id,
+    imaging_tokens.c.level,
+    imaging_tokens.c.token,
+    imaging_tokens.c.item_id,
+)
+
+blob_chunks = Table(
+    "blob_chunks",
+    metadata,
+    Column("blob_key", String(200), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False, comment="sealed bytes, as the blob store got them"),
+    PrimaryKeyConstraint("blob_key", "seq"),
+    comment="The database blob backend (PostgreSQL large payloads, chunked)",
+)
+
+# -- ingest -------------------------------------------------------------------------------------
+# HL7 v2 messages received over MLLP (hdsvault.ingest): persisted sealed before the ACK, keyed
+# for idempotence by a token of (sending application, facility, control id).
+
+hl7_messages = Table(
+    "hl7_messages",
+    metadata,
+    Column("tenant_id", String(9), ForeignKey("tenants.id"), nullable=False),
+    Column("id", String(36), nullable=False),
+    Column("control_token", LargeBinary(16), nullable=False, comment="token of MSH-3|MSH-4|MSH-10"),
+    Column("message_type", String(16), nullable=False, comment="e.g. ADT^A01, ORU^R01"),
+    Column("status", String(16), nullable=False, comment="received | AA | AE | AR"),
+    Column("key_version", Integer, nullable=False),
+    Column("message", LargeBinary, nullable=False, comment="AEAD: the raw message"),
+    Column("ack", LargeBinary, comment="AEAD: the ACK sent (replayed for a duplicate)"),
+    Column("source_address", String(64)),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("processed_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+Index(
+    "ux_hl7_messages_control", hl7_messages.c.tenant_id, hl7_messages.c.control_token, unique=True
+)
+Index("ix_hl7_messages_status", hl7_messages.c.status, hl7_messages.c.received_at)
+
+# -- backup -------------------------------------------------------------------------------------
+# What the backup service (hdsvault.backup) must remember outside its repositories: the
+# offline media written and their last check, every verification result (the "0" of
+# 3-2-1-1-0) and the signed restore-drill reports. No health data: ids, counts, times.
+
+backup_media = Table(
+    "backup_media",
+    metadata,
+    Column("label", String(64), primary_key=True, comment="what is written on the medium"),
+    Column("kind", String(32), nullable=False, comment="removable | tape | ..."),
+    Column("path", Text, nullable=False, comment="where it was mounted when written"),
+    Column("repository_id", String(64), nullable=False),
+    Column("snapshots", Text, nullable=False, comment="JSON array of snapshot ids"),
+    Column("offsite", Boolean, nullable=False, default=True),
+    Column("written_at", DateTime(timezone=True), nullable=False),
+    Column("last_verified_at", DateTime(timezone=True)),
+    Column("last_result", String(16), nullable=False, comment="never | ok | failed"),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+backup_checks = Table(
+    "backup_checks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("target", String(80), nullable=False, comment="repo:<name> | media:<label>"),
+    Column("kind", String(16), nullable=False, comment="verify | read-data | sample | media"),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("summary", Text, nullable=False),
+)
+Index("ix_backup_checks_target_time", backup_checks.c.target, backup_checks.c.time)
+
+backup_drills = Table(
+    "backup_drills",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("repository", String(64), nullable=False),
+    Column("snapshot", String(64), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("rto_ms", Integer, nullable=False),
+    Column("report", Text, nullable=False, comment="canonical JSON, signed"),
+    Column("signature", Text, nullable=False, comment="base64 Ed25519 (backup-signing key)"),
 )

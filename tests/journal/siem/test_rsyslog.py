@@ -42,6 +42,7 @@ pytestmark = pytest.mark.timeout(120)
 
 LOG_ID = "tenant-siem"
 
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("siem-pki"))

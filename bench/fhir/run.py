@@ -1,0 +1,269 @@
+"""FHIR store benchmark: import throughput vs a raw SQL insert, search latency vs size.
+
+Import: the 62 Synthea bundles (19,044 resources) through the real importer — validation
+(optional), blind-index tokens, AEAD sealing, versions, heads, journal, one transaction per
+bundle — against the same resources inserted as plaintext JSON rows by one raw bulk
+``executemany`` per bundle (the limit any store meets). Throughput is resources/s of wall
+time and per CPU-second of this process (``per core``).
+
+Search: ten typical queries, each run ``--repeat`` times through the search service (parse,
+SQL over the blind index, post-filter, decrypt the page, journal commit), at two sizes made
+by re-importing the Synthea bundles (new ids each time); p50/p99 and the growth ratio.
+
+    uv run python bench/fhir/run.py --quick          # ~2k and ~19k resources
+    uv run python bench/fhir/run.py                  # ~10k and ~100k resources
+    uv run python bench/fhir/run.py --database-url postgresql+psycopg://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _table import print_table
+
+from hdsvault.access.roles import Role
+from hdsvault.access.tokens import Principal
+from hdsvault.config import load_settings
+from hdsvault.platform import Platform, init_platform
+from hdsvault.records import bulk, searching
+from hdsvault.records.model import Caller
+from hdsvault.records.store import RecordStore
+from hdsvault.tenants.service import add_tenant
+
+SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4"
+TENANT = "750712184"
+
+
+def open_platform(root: Path, url: str | None) -> Platform:
+    settings = load_settings(
+        data_dir=root / "var",
+        database={"url": url or f"sqlite:///{root}/hdsvault.db"},
+        fhir={"max_bundle_entries": 10_000},
+    )
+    init_platform(settings)
+    platform = Platform.open(settings)
+    add_tenant(platform, TENANT, "Bench", by="bench")
+    return platform
+
+
+def caller() -> Caller:
+    return Caller(Principal("bench", TENANT, Role.SERVICE), TENANT)
+
+
+def files() -> list[Path]:
+    found = sorted(SYNTHEA.glob("*.json.gz"))
+    if not found:
+        sys.exit(f"no Synthea bundles in {SYNTHEA}")
+    return found
+
+
+def timed_import(store: RecordStore, paths: list[Path], validate: bool) -> tuple[int, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    report = bulk.import_paths(store, caller(), paths, validate_resources=validate)
+    if report.errors:
+        sys.exit(f"import errors: {report.errors[:3]}")
+    return report.resources, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def raw_insert(root: Path, url: str | None, paths: list[Path]) -> tuple[int, float, float]:
+    """The same resources as clear JSON rows, one executemany per bundle: the limit."""
+    from sqlalchemy import create_engine, text
+
+    from hdsvault.db.engine import create_db_engine
+
+    engine = create_db_engine(url) if url else create_db_engine(f"sqlite:///{root}/raw.db")
+    if url:
+        engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS raw_resources"))
+        conn.execute(
+            text(
+                "CREATE TABLE raw_resources (tenant_id VARCHAR(9), resource_type VARCHAR(64), "
+                "resource_id VARCHAR(64), body TEXT, PRIMARY KEY (tenant_id, resource_type, resource_id))"
+            )
+        )
+    n = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for p in paths:
+        with gzip.open(p) as f:
+            bundle = json.load(f)
+        rows = [
+            {
+                "t": TENANT,
+                "rt": e["resource"]["resourceType"],
+                "id": e["resource"]["id"] + f"-{n}",
+                "b": json.dumps(e["resource"]),
+            }
+            for e in bundle["entry"]
+        ]
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO raw_resources VALUES (:t, :rt, :id, :b)"), rows)
+        n += len(rows)
+    result = n, time.perf_counter() - wall, time.process_time() - cpu
+    engine.dispose()
+    return result
+
+
+def queries(sample: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    p = sample
+    return [
+        ("Patient by family", "Patient", [("family", p["family"])]),
+        ("Patient by birthdate", "Patient", [("birthdate", p["birthDate"])]),
+        ("Patient by identifier", "Patient", [("identifier", p["identifier"])]),
+        ("Patient name prefix", "Patient", [("name", p["given"][:3]), ("_count", "10")]),
+        ("Observation by code", "Observation", [("code", "http://loinc.org|8302-2")]),
+        ("Observations of a patient", "Observation", [("subject", f"Patient/{p['id']}")]),
+        (
+            "Patient's weights",
+            "Observation",
+            [("patient", p["id"]), ("code", "http://loinc.org|29463-7")],
+        ),
+        (
+            "Encounters since 2015",
+            "Encounter",
+            [("subject", f"Patient/{p['id']}"), ("date", "ge2015-01-01")],
+        ),
+        ("Condition by code", "Condition", [("code", "http://snomed.info/sct|44054006")]),
+        (
+            "Chained subject.identifier",
+            "Observation",
+            [("subject.identifier", p["identifier"]), ("_count", "10")],
+        ),
+    ]
+
+
+def pick_patient(store: RecordStore) -> dict[str, Any]:
+    result = searching.search(
+        store, caller(), "Patient", [("_count", "1"), ("_sort", "_lastUpdated")]
+    )
+    r = result.page.matches[0].resource
+    assert r is not None
+    ident = next(i for i in r["identifier"] if i.get("system") and "synthea" in i["system"])
+    return {
+        "id": r["id"],
+        "family": r["name"][0]["family"],
+        "given": r["name"][0]["given"][0],
+        "birthDate": r["birthDate"],
+        "identifier": f"{ident['system']}|{ident['value']}",
+    }
+
+
+def measure(store: RecordStore, sample: dict[str, Any], repeat: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for label, rt, pairs in queries(sample):
+        searching.search(store, caller(), rt, pairs)  # warm
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            searching.search(store, caller(), rt, pairs)
+            times.append((time.perf_counter() - t) * 1000)
+        out[label] = times
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (~2k / ~19k resources)")
+    ap.add_argument("--database-url", help="PostgreSQL URL (default: a SQLite file)")
+    ap.add_argument("--repeat", type=int, default=30)
+    args = ap.parse_args()
+    paths = files()
+    with tempfile.TemporaryDirectory(prefix="hdsvault-bench-fhir-") as tmp:
+        root = Path(tmp)
+        # ---- import throughput
+        platform = open_platform(root / "import", args.database_url)
+        store = RecordStore(platform)
+        n_fast, wall_fast, cpu_fast = timed_import(store, paths, validate=False)
+        platform.close()
+        platform = open_platform(root / "import-validated", args.database_url)
+        n_val, wall_val, cpu_val = timed_import(RecordStore(platform), paths[:20], validate=True)
+        platform.close()
+        n_raw, wall_raw, cpu_raw = raw_insert(root, args.database_url, paths)
+        rows = [
+            [
+                "hdsvault import (no validation)",
+                n_fast,
+                n_fast / wall_fast,
+                n_fast / cpu_fast,
+                (n_fast / wall_fast) / (n_raw / wall_raw),
+            ],
+            [
+                "hdsvault import (validated)",
+                n_val,
+                n_val / wall_val,
+                n_val / cpu_val,
+                (n_val / wall_val) / (n_raw / wall_raw),
+            ],
+            ["raw SQL insert, clear JSON", n_raw, n_raw / wall_raw, n_raw / cpu_raw, 1.0],
+        ]
+        print_table(
+            "FHIR import (Synthea): encrypted + indexed + journaled vs plaintext rows",
+            ["method", "resources", "resources/s", "resources/CPU-s", "ratio to raw"],
+            rows,
+            caption="per core = resources per CPU-second of the importing process; target >= 1,000",
+        )
+        # ---- search latency at two sizes
+        small_files = 3 if args.quick else 32
+        big_total = 19_044 if args.quick else 100_000
+        platform = open_platform(root / "search", args.database_url)
+        store = RecordStore(platform)
+        imported, _, _ = timed_import(store, paths[:small_files], validate=False)
+        sample = pick_patient(store)
+        small = measure(store, sample, args.repeat)
+        small_n = imported
+        while imported < big_total:
+            batch = paths[: min(len(paths), max(1, (big_total - imported) // 300 + 1))]
+            n, _, _ = timed_import(store, batch, validate=False)
+            imported += n
+        big = measure(store, sample, args.repeat)
+        platform.close()
+    rows = []
+    for label in small:
+        a50, b50 = statistics.median(small[label]), statistics.median(big[label])
+        rows.append([label, a50, pct(small[label], 0.99), b50, pct(big[label], 0.99), b50 / a50])
+    all_small = [t for v in small.values() for t in v]
+    all_big = [t for v in big.values() for t in v]
+    rows.append(
+        [
+            "all queries",
+            statistics.median(all_small),
+            pct(all_small, 0.99),
+            statistics.median(all_big),
+            pct(all_big, 0.99),
+            statistics.median(all_big) / statistics.median(all_small),
+        ]
+    )
+    print_table(
+        f"FHIR search latency (ms): {small_n:,} vs {imported:,} resources",
+        [
+            "query",
+            f"p50 @{small_n // 1000}k",
+            f"p99 @{small_n // 1000}k",
+            f"p50 @{imported // 1000}k",
+            f"p99 @{imported // 1000}k",
+            "growth p50",
+        ],
+        rows,
+        caption="targets: p50 <= 20 ms at 100k, growth <= 1.5x; includes the journal commit of each search",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,472 @@
+"""The DICOMweb face (PS3.18): STOW-RS, QIDO-RS, WADO-RS under ``/dicomweb/{finess}``.
+
+Parses, authenticates (bearer, like the rest of the API) and renders; each request is one
+call to the imaging service (``hdsvault.imaging``), which authorizes and journals. Errors
+answer JSON ``{"error": ...}`` with 400/403/404/406/409/413/415/503, never a 500.
+
+Conventions (``docs/imaging.md``): QIDO accepts attribute keywords or tags, the wildcard
+``*`` raw or percent-encoded (``%2A``), ``limit``/``offset``, ``includefield``
+(``all`` or a list); WADO-RS returns instances in their stored transfer syntax (no
+transcoding: ``transfer-syntax=*`` semantics), metadata as DICOM JSON, frames as stored.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from hdsvault.access.context import current_request_meta
+from hdsvault.access.tokens import Principal
+from hdsvault.api.auth import CurrentPrincipal
+from hdsvault.imaging import multipart, queries, retrieve
+from hdsvault.imaging.attributes import Level, parse_attribute
+from hdsvault.imaging.errors import ImagingError, Kind
+from hdsvault.imaging.fhir import sync_studies
+from hdsvault.imaging.store import ImagingStore
+from hdsvault.platform import Platform
+from hdsvault.records.model import Caller
+from hdsvault.tenants.finess import validate_finess
+
+router = APIRouter(prefix="/dicomweb/{finess}", tags=["dicomweb"])
+DICOM_JSON = "application/dicom+json"
+_STATUS = {
+    Kind.INVALID: 400,
+    Kind.FORBIDDEN: 403,
+    Kind.NOT_FOUND: 404,
+    Kind.CONFLICT: 409,
+    Kind.TOO_LARGE: 413,
+    Kind.UNAVAILABLE: 503,
+}
+_FAILURE_REASON = {
+    Kind.INVALID: 0xC000,  # cannot understand
+    Kind.CONFLICT: 0xA900,  # data set does not match (study/series mismatch)
+    Kind.TOO_LARGE: 0xA700,  # out of resources
+    Kind.UNAVAILABLE: 0xA700,
+    Kind.FORBIDDEN: 0x0124,
+    Kind.NOT_FOUND: 0x0110,
+}
+_lock = threading.Lock()
+_RESERVED = {"limit", "offset", "includefield", "fuzzymatching", "count"}
+
+
+class DicomWebError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def imaging_store(request: Request) -> ImagingStore:
+    """One imaging store per application (its blob store and FHIR link are shared)."""
+    state = request.app.state
+    store: ImagingStore | None = getattr(state, "imaging_store", None)
+    if store is None:
+        with _lock:
+            store = getattr(state, "imaging_store", None)
+            if store is None:
+                platform: Platform = state.platform
+                store = state.imaging_store = ImagingStore(platform)
+    return store
+
+
+Store = Annotated[ImagingStore, Depends(imaging_store)]
+
+
+def _caller(request: Request, principal: Principal, finess: str) -> Caller:
+    try:
+        validate_finess(finess)
+    except ValueError as exc:
+        raise DicomWebError(404, f"no establishment {finess[:20]!r}: {exc}") from None
+    meta = current_request_meta()
+    source = meta.source_address if meta else (request.client.host if request.client else None)
+    if meta is not None and meta.request_id:
+        return Caller(principal, finess, request_id=meta.request_id, source_address=source)
+    return Caller(principal, finess, source_address=source)
+
+
+def _error(exc: ImagingError | DicomWebError) -> JSONResponse:
+    status = exc.status if isinstance(exc, DicomWebError) else _STATUS[exc.kind]
+    return JSONResponse({"error": exc.message}, status_code=status)
+
+
+def _base(request: Request, finess: str) -> str:
+    return str(request.base_url).rstrip("/") + f"/dicomweb/{finess}"
+
+
+# -- STOW-RS -------------------------------------------------------------------------------------
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise DicomWebError(413, f"body of {declared} bytes exceeds dicom.max_stow_bytes={limit}")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise DicomWebError(413, f"body exceeds dicom.max_stow_bytes={limit}")
+    return bytes(chunks)
+
+
+@router.post("/studies")
+@router.post("/studies/{study}")
+async def stow(
+    request: Request,
+    finess: str,
+    principal: CurrentPrincipal,
+    store: Store,
+    study: str | None = None,
+) -> Response:
+    try:
+        caller = _caller(request, principal, finess)
+        media, params = multipart.content_type_params(request.headers.get("content-type", ""))
+        if media != "multipart/related":
+            raise DicomWebError(415, 'STOW-RS takes multipart/related; type="application/dicom"')
+        if params.get("type", "application/dicom").lower() != "application/dicom":
+            raise DicomWebError(
+                415, "only application/dicom parts are accepted (no metadata + bulk data form)"
+            )
+        body = await _read_body(request, store.settings.dicom.max_stow_bytes)
+        parts = multipart.parse(body, params.get("boundary", ""))
+        del body
+        if not parts:
+            raise DicomWebError(400, "the multipart body holds no part")
+        files = []
+        for p in parts:
+            if p.content_type not in ("application/dicom", ""):
+                raise DicomWebError(
+                    415, f"part of type {p.content_type!r}: expected application/dicom"
+                )
+            files.append(p.body)
+        outcomes = await run_in_threadpool(
+            store.store_many, caller, files, source=f"dicomweb:{principal.subject}"[:255]
+        )
+    except (ImagingError, DicomWebError) as exc:
+        return _error(exc)
+    base = _base(request, finess)
+    referenced, failed = [], []
+    wrong_study: set[int] = set()
+    for i, o in enumerate(outcomes):
+        if o.status != "failed" and study is not None and o.study_uid != study:
+            wrong_study.add(i)
+    stored_ids = []
+    for i, o in enumerate(outcomes):
+        item: dict[str, Any] = {}
+        if o.sop_class_uid:
+            item["00081150"] = {"vr": "UI", "Value": [o.sop_class_uid]}
+        if o.sop_uid:
+            item["00081155"] = {"vr": "UI", "Value": [o.sop_uid]}
+        if o.status == "failed" or i in wrong_study:
+            kind = o.error.kind if o.error else Kind.CONFLICT
+            item["00081197"] = {"vr": "US", "Value": [_FAILURE_REASON.get(kind, 0xC000)]}
+            failed.append(item)
+        else:
+            if o.study_id:
+                stored_ids.append(o.study_id)
+            item["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{o.study_uid}"]}
+            referenced.append(item)
+    if stored_ids:
+        try:
+            await run_in_threadpool(sync_studies, store, caller, stored_ids)
+        except Exception as exc:  # derived data: the instances are stored and acknowledged
+            import structlog
+
+            structlog.get_logger("hdsvault.dicomweb").warning(
+                "imagingstudy.sync-deferred", error=type(exc).__name__
+            )
+    out: dict[str, Any] = {}
+    if study is not None:
+        out["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{study}"]}
+    if failed:
+        out["00081198"] = {"vr": "SQ", "Value": failed}
+    if referenced:
+        out["00081199"] = {"vr": "SQ", "Value": referenced}
+    status = 200 if not failed else (202 if referenced else 409)
+    return Response(json.dumps(out), status_code=status, media_type=DICOM_JSON)
+
+
+# -- QIDO-RS -------------------------------------------------------------------------------------
+
+
+def _query(request: Request, level: Level, fixed: dict[str, str]) -> queries.Query:
+    q = queries.Query(level)
+    for name, value in request.query_params.multi_items():
+        key = name.strip()
+        if key.lower() in _RESERVED:
+            low = key.lower()
+            if low in ("limit", "offset"):
+                if not value.strip().isdigit():
+                    raise DicomWebError(400, f"{low} must be a non-negative integer")
+                setattr(q, low, int(value))
+            elif low == "includefield":
+                for item in value.split(","):
+                    item = item.strip()
+                    if item == "all":
+                        q.include_all = True
+                    elif item:
+                        try:
+                            q.include.add(parse_attribute(item))
+                        except ValueError as exc:
+                            raise DicomWebError(400, str(exc)) from None
+            continue
+        try:
+            tag = parse_attribute(key.split(".")[0])
+        except ValueError as exc:
+            raise DicomWebError(400, str(exc)) from None
+        q.filters[tag] = value
+    for keyword, value in fixed.items():
+        q.filters[parse_attribute(keyword)] = value
+    max_results = 100_000
+    if q.limit is None or q.limit > max_results:
+        q.limit = max_results
+    return q
+
+
+async def _qido(
+    request: Request,
+    finess: str,
+    principal: Principal,
+    store: ImagingStore,
+    level: Level,
+    fixed: dict[str, str],
+) -> Response:
+    try:
+        caller = _caller(request, principal, finess)
+        q = _query(request, level, fixed)
+        result = await run_in_threadpool(
+            queries.run, store, caller, q, retrieve_base=_base(request, finess)
+        )
+    except (ImagingError, DicomWebError) as exc:
+        return _error(exc)
+    headers = {}
+    if result.truncated:
+        headers["Warning"] = '299 hdsvault "the query scanned its limit; narrow it"'
+    body = json.dumps([h.attrs for h in result.hits])
+    return Response(body, media_type=DICOM_JSON, headers=headers)
+
+
+@router.get("/studies")
+async def qido_studies(
+    request: Request, finess: str, principal: CurrentPrincipal, store: Store
+) -> Response:
+    return await _qido(request, finess, principal, store, Level.STUDY, {})
+
+
+@router.get("/series")
+async def qido_all_series(
+    request: Request, finess: str, principal: CurrentPrincipal, store: Store
+) -> Response:
+    return await _qido(request, finess, principal, store, Level.SERIES, {})
+
+
+@router.get("/instances")
+async def qido_all_instances(
+    request: Request, finess: str, principal: CurrentPrincipal, store: Store
+) -> Response:
+    return await _qido(request, finess, principal, store, Level.IMAGE, {})
+
+
+@router.get("/studies/{study}/series")
+async def qido_series(
+    request: Request, finess: str, study: str, principal: CurrentPrincipal, store: Store
+) -> Response:
+    return await _qido(request, finess, principal, store, Level.SERIES, {"StudyInstanceUID": study})
+
+
+@router.get("/studies/{study}/instances")
+async def qido_study_instances(
+    request: Request, finess: str, study: str, principal: CurrentPrincipal, store: Store
+) -> Response:
+    return await _qido(request, finess, principal, store, Level.IMAGE, {"StudyInstanceUID": study})
+
+
+@router.get("/studies/{study}/series/{series}/instances")
+async def qido_instances(
+    request: Request,
+    finess: str,
+    study: str,
+    series: str,
+    principal: CurrentPrincipal,
+    store: Store,
+) -> Response:
+    return await _qido(
+        request,
+        finess,
+        principal,
+        store,
+        Level.IMAGE,
+        {"StudyInstanceUID": study, "SeriesInstanceUID": series},
+    )
+
+
+# -- WADO-RS -------------------------------------------------------------------------------------
+
+
+def _accepts(request: Request, *types: str) -> bool:
+    accept = request.headers.get("accept", "*/*").lower()
+    return any(t in accept for t in (*types, "*/*", "multipart/related;")) or not accept.strip()
+
+
+async def _retrieve(
+    request: Request,
+    finess: str,
+    principal: Principal,
+    store: ImagingStore,
+    study: str,
+    series: str | None = None,
+    sop: str | None = None,
+) -> Response:
+    try:
+        caller = _caller(request, principal, finess)
+        if not _accepts(request, "application/dicom", "multipart/related"):
+            raise DicomWebError(406, 'WADO-RS serves multipart/related; type="application/dicom"')
+        refs = await run_in_threadpool(
+            retrieve.locate,
+            store,
+            caller,
+            [study],
+            [series] if series else [],
+            [sop] if sop else [],
+        )
+    except (ImagingError, DicomWebError) as exc:
+        return _error(exc)
+    boundary = multipart.new_boundary()
+
+    def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+        for ref in refs:
+            ctype = f"application/dicom; transfer-syntax={ref.transfer_syntax_uid}"
+            yield ctype, retrieve.stream(store, caller.tenant, ref)
+
+    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return StreamingResponse(
+        iterate_in_threadpool(multipart.frame(parts(), boundary)), media_type=media
+    )
+
+
+@router.get("/studies/{study}")
+async def wado_study(
+    request: Request, finess: str, study: str, principal: CurrentPrincipal, store: Store
+) -> Response:
+    return await _retrieve(request, finess, principal, store, study)
+
+
+@router.get("/studies/{study}/series/{series}")
+async def wado_series(
+    request: Request,
+    finess: str,
+    study: str,
+    series: str,
+    principal: CurrentPrincipal,
+    store: Store,
+) -> Response:
+    return await _retrieve(request, finess, principal, store, study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}")
+async def wado_instance(
+    request: Request,
+    finess: str,
+    study: str,
+    series: str,
+    sop: str,
+    principal: CurrentPrincipal,
+    store: Store,
+) -> Response:
+    return await _retrieve(request, finess, principal, store, study, series, sop)
+
+
+async def _metadata(
+    request: Request,
+    finess: str,
+    principal: Principal,
+    store: ImagingStore,
+    study: str,
+    series: str | None = None,
+    sop: str | None = None,
+) -> Response:
+    try:
+        caller = _caller(request, principal, finess)
+        refs = await run_in_threadpool(
+            retrieve.locate,
+            store,
+            caller,
+            [study],
+            [series] if series else [],
+            [sop] if sop else [],
+            what="metadata",
+        )
+        metas = await run_in_threadpool(retrieve.metadata, store, caller, refs)
+    except (ImagingError, DicomWebError) as exc:
+        return _error(exc)
+    return Response(json.dumps(metas), media_type=DICOM_JSON)
+
+
+@router.get("/studies/{study}/metadata")
+async def metadata_study(
+    request: Request, finess: str, study: str, principal: CurrentPrincipal, store: Store
+) -> Response:
+    return await _metadata(request, finess, principal, store, study)
+
+
+@router.get("/studies/{study}/series/{series}/metadata")
+async def metadata_series(
+    request: Request,
+    finess: str,
+    study: str,
+    series: str,
+    principal: CurrentPrincipal,
+    store: Store,
+) -> Response:
+    return await _metadata(request, finess, principal, store, study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/metadata")
+async def metadata_instance(
+    request: Request,
+    finess: str,
+    study: str,
+    series: str,
+    sop: str,
+    principal: CurrentPrincipal,
+    store: Store,
+) -> Response:
+    return await _metadata(request, finess, principal, store, study, series, sop)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{numbers}")
+async def wado_frames(
+    request: Request,
+    finess: str,
+    study: str,
+    series: str,
+    sop: str,
+    numbers: str,
+    principal: CurrentPrincipal,
+    store: Store,
+) -> Response:
+    try:
+        caller = _caller(request, principal, finess)
+        wanted = [int(n) for n in numbers.split(",") if n.strip()]
+        if not wanted:
+            raise DicomWebError(400, "frame list is empty")
+    except ValueError:
+        return _error(DicomWebError(400, f"frame list {numbers[:40]!r} is not integers"))
+    except DicomWebError as exc:
+        return _error(exc)
+    try:
+        refs = await run_in_threadpool(
+            retrieve.locate, store, caller, [study], [series], [sop], what="frames"
+        )
+        data = await run_in_threadpool(retrieve.read, store, caller.tenant, refs[0])
+        frames, ctype = await run_in_threadpool(retrieve.frames, data, wanted)
+    except ImagingError as exc:
+        return _error(exc)
+    boundary = multipart.new_boundary()
+    body = b"".join(multipart.frame(((ctype, [f]) for f in frames), boundary))
+    return Response(body, media_type=f'multipart/related; type="{ctype}"; boundary={boundary}')

@@ -1,0 +1,292 @@
+"""Listeners: one ``hdsvault serve`` process, one uvicorn server per network zone.
+
+With ``[[perimeter.zones]]`` configured, the clinical API, the administration endpoints and the
+metrics are served on separate addresses (e.g. the care network, the operators' VLAN, the
+monitoring network), each with its own allowlist of client networks; all servers share one
+event loop, one application and so one set of rate-limit buckets. Without zones, one listener
+serves everything on ``[server] host:port`` as before.
+
+Each server is uvicorn's, with three additions at the connection level, where no middleware
+can act (:class:`GuardedH11Protocol`):
+
+- a time-out on receiving the request head (slowloris: a client that dribbles headers, or
+  connects and says nothing, is disconnected after ``header_timeout_seconds``);
+- the verified client certificate of a TLS connection is put in the ASGI scope
+  (``scope["extensions"]["tls"]``), for mutual-TLS authentication;
+- TLS is set up by :func:`tls_context`: TLS 1.2 minimum, ECDHE key exchange with AEAD ciphers
+  only (AES-GCM, ChaCha20-Poly1305), no compression or renegotiation.
+
+:class:`ZoneGate` wraps the application per listener: it refuses addresses outside the zone's
+allowlist (403) and paths the zone does not serve (404), and tags the request with its zone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any
+
+import structlog
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from hdsvault.access.settings import PerimeterSettings, TlsSettings, ZoneSettings
+from hdsvault.api.perimeter import REFUSALS, refuse
+from hdsvault.config import Settings
+
+log = structlog.get_logger("hdsvault.listeners")
+
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!SHA256:!SHA384:!CBC"
+"""TLS 1.2 suites: ECDHE only (forward secrecy), AEAD only. TLS 1.3 suites are all AEAD."""
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """The server TLS context (see the module docstring)."""
+    assert tls.cert_file is not None and tls.key_file is not None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    ctx.set_alpn_protocols(["http/1.1"])
+    if tls.client_ca_file is not None:
+        ctx.load_verify_locations(cafile=str(tls.client_ca_file))
+        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, plus a request-head time-out and the client certificate."""
+
+    header_timeout: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.header_timeout, self._head_timed_out
+        )
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            cert = ssl_object.getpeercert() or None  # a dict only when verified
+            cipher = ssl_object.cipher()
+            tls = {
+                "client_cert": cert,
+                "tls_version": ssl_object.version(),
+                "cipher_suite": cipher[0] if cipher else None,
+            }
+            inner = self.app
+
+            async def app_with_tls(scope: Scope, receive: Receive, send: Send) -> None:
+                scope.setdefault("extensions", {})["tls"] = tls
+                await inner(scope, receive, send)
+
+            self.app = app_with_tls
+
+    def data_received(self, data: bytes) -> None:
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        super().data_received(data)
+        if (
+            self._head_timer is not None
+            and self.cycle is not None
+            and not self.cycle.response_complete
+        ):
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            REFUSALS.labels("header-timeout").inc()
+            self.transport.close()
+
+
+def guarded_protocol(header_timeout: float) -> type[GuardedH11Protocol]:
+    """A protocol class with this head time-out (uvicorn builds one instance per connection)."""
+    return type("GuardedH11", (GuardedH11Protocol,), {"header_timeout": header_timeout})
+
+
+class ZoneGate:
+    """One listener's gate: its allowlist, its paths, its zone tag (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, zone: ZoneSettings) -> None:
+        self.app = app
+        self.zone = zone
+        self.name = zone.name
+        self.prefixes = zone.served_paths
+        self._allowed: dict[str, bool] = {}
+
+    def allows(self, address: str) -> bool:
+        known = self._allowed.get(address)
+        if known is None:
+            try:
+                ip = ip_address(address)
+                known = any(ip in net for net in self.zone.allow)
+            except ValueError:
+                known = False
+            if len(self._allowed) > 50_000:
+                self._allowed.clear()
+            self._allowed[address] = known
+        return known
+
+    def serves(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self.prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        address = client[0] if client else ""
+        if not self.allows(address):
+            REFUSALS.labels(f"zone-{self.name}-address").inc()
+            log.warning("zone.refused", zone=self.name, client=address)
+            if scope["type"] == "http":
+                await refuse(scope, send, 403, f"address not allowed on the {self.name} listener")
+            return
+        if scope["type"] != "http" or not self.serves(scope["path"]):
+            if scope["type"] == "http":
+                await refuse(
+                    scope, send, 404, f"not served on the {self.name} listener", code="not-found"
+                )
+            return
+        scope.setdefault("state", {})["zone"] = self.name
+        await self.app(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One planned server: zone (None = everything), address, TLS or not."""
+
+    zone: ZoneSettings | None
+    host: str
+    port: int
+    tls: bool
+
+
+def plan(settings: Settings, host: str | None = None, port: int | None = None) -> list[Listener]:
+    """The listeners ``serve`` starts: one per zone, or one for everything."""
+    tls_on = settings.tls.enabled
+    zones = settings.perimeter.zones
+    if not zones:
+        return [Listener(None, host or settings.server.host, port or settings.server.port, tls_on)]
+    return [
+        Listener(z, z.host, z.port, tls_on if z.tls is None else (z.tls and tls_on)) for z in zones
+    ]
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to :class:`ListenerGroup`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ListenerGroup:
+    """Several uvicorn servers in one event loop, started and stopped together."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, listeners: list[Listener]) -> None:
+        self.settings = settings
+        self.listeners = listeners
+        self.servers = [
+            _Server(self._config(app, listener, primary=i == 0))
+            for i, listener in enumerate(listeners)
+        ]
+        self._thread: threading.Thread | None = None
+
+    def _config(self, app: ASGIApp, listener: Listener, *, primary: bool) -> uvicorn.Config:
+        p: PerimeterSettings = self.settings.perimeter
+        served: ASGIApp = ZoneGate(app, listener.zone) if listener.zone is not None else app
+        extra: dict[str, Any] = {}
+        if listener.tls:
+            context = tls_context(self.settings.tls)
+            extra["ssl_context_factory"] = lambda _config, _default: context
+        return uvicorn.Config(
+            served,
+            host=listener.host,
+            port=listener.port,
+            lifespan="on" if primary else "off",  # one application, started once
+            http=guarded_protocol(p.header_timeout_seconds),
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,  # client addresses are the peers' (allowlists rely on it)
+            h11_max_incomplete_event_size=max(64 * 1024, 2 * p.max_header_bytes),
+            timeout_keep_alive=int(max(1, p.keep_alive_seconds)),
+            limit_concurrency=p.max_connections,
+            **extra,
+        )
+
+    async def serve(self) -> None:
+        """Run every server until :meth:`stop` (or SIGINT/SIGTERM in the main thread)."""
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+        primary, *others = self.servers
+        task = asyncio.create_task(primary.serve())
+        while not primary.started and not task.done():
+            await asyncio.sleep(0.02)  # lifespan (journal sequencer, access control) first
+        if task.done():
+            await task
+            return
+        await asyncio.gather(task, *(s.serve() for s in others))
+        log.info("listeners.stopped", listeners=len(self.servers))
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.should_exit = True
+
+    @property
+    def started(self) -> bool:
+        return all(s.started for s in self.servers)
+
+    def start_in_thread(self, timeout: float = 20.0) -> None:
+        """Serve from a background thread (tests, embedding); returns once all listen."""
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve()), daemon=True)
+        self._thread.start()
+        end = time.monotonic() + timeout
+        while not self.started:
+            if not self._thread.is_alive() or time.monotonic() > end:
+                raise RuntimeError("listeners did not start")
+            time.sleep(0.02)
+
+    def join(self, timeout: float = 20.0) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def serve(
+    app: ASGIApp, settings: Settings, host: str | None = None, port: int | None = None
+) -> None:
+    """``hdsvault serve`` with one process: every planned listener, until a signal."""
+    listeners = plan(settings, host, port)
+    for listener in listeners:
+        log.info(
+            "listener",
+            zone=listener.zone.name if listener.zone else "all",
+            host=listener.host,
+            port=listener.port,
+            tls=listener.tls,
+        )
+    asyncio.run(ListenerGroup(app, settings, listeners).serve())

@@ -1,0 +1,124 @@
+"""The default blob backend: files under ``<data_dir>/blobs`` (included in backups of data_dir).
+
+Atomic and durable writes: the payload goes to a temporary file in the target directory,
+which is fsynced, renamed over the final name and then the directory is fsynced, so after a
+crash a key holds either its previous content or the complete new one (invariant 4). Files
+and directories are created private (0600/0700): they hold ciphertext only, but nobody else
+needs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from hdsvault.blobs.base import BlobError, BlobInfo, BlobNotFound, Hasher, Payload, check_key
+from hdsvault.blobs.base import chunks_of as _chunks
+
+READ_CHUNK = 1024 * 1024
+
+
+class FilesystemBlobStore:
+    """Blobs as files; the key is the relative path."""
+
+    name = "filesystem"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._dirs: set[Path] = set()
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory in self._dirs:
+            return
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if created:  # the new directory entry itself must survive a crash
+            _fsync_dir(directory.parent)
+        self._dirs.add(directory)
+
+    def put(self, key: str, data: Payload) -> BlobInfo:
+        path = self._path(key)
+        self._ensure_dir(path.parent)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        hasher = Hasher()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                for chunk in _chunks(data):
+                    view = memoryview(chunk)
+                    hasher.update(view)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise BlobError(f"cannot write blob {key}: {exc.strerror or exc}") from None
+        return hasher.info(key)
+
+    def open(self, key: str) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            raise BlobNotFound(f"no blob {key}") from None
+        except OSError as exc:
+            raise BlobError(f"cannot read blob {key}: {exc.strerror or exc}") from None
+        return _read_chunks(f)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(f"no blob {key}") from None
+        except OSError as exc:
+            raise BlobError(f"cannot read blob {key}: {exc.strerror or exc}") from None
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        for dirpath, _dirs, files in os.walk(self.root):
+            rel = Path(dirpath).relative_to(self.root)
+            for name in files:
+                if name.startswith("."):
+                    continue  # temporary files of puts in progress
+                key = (rel / name).as_posix() if rel != Path(".") else name
+                if key.startswith(prefix):
+                    yield key
+
+    def close(self) -> None:
+        pass
+
+
+def _read_chunks(f: object) -> Iterator[bytes]:
+    import io
+
+    assert isinstance(f, io.BufferedReader)
+    with f:
+        while chunk := f.read(READ_CHUNK):
+            yield chunk
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,95 @@
+"""``hdsvault dicom serve`` and ``hdsvault hl7 serve``: the DIMSE and MLLP listeners.
+
+Each runs in the foreground until interrupted (a systemd unit per listener, next to
+``hdsvault serve`` for HTTP); settings come from ``[dicom]`` and ``[hl7]``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from hdsvault.cli.context import console, fail, opened_platform, settings
+
+dicom_app = typer.Typer(help="The DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET).")
+hl7_app = typer.Typer(help="The HL7 v2 MLLP listener (ADT, ORU).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dicom_app, name="dicom")
+    app.add_typer(hl7_app, name="hl7")
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+@dicom_app.command("serve")
+def dicom_serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+) -> None:
+    """Serve DIMSE for the peers of [[dicom.peers]]."""
+    from hdsvault.api.background import JournalSequencerThread
+    from hdsvault.dicom.server import DimseServer
+    from hdsvault.imaging.store import ImagingStore
+    from hdsvault.logs import configure_logging
+
+    cfg = settings()
+    configure_logging(cfg.logging.level, json_output=cfg.logging.json_output)
+    if not cfg.dicom.peers:
+        fail("no [[dicom.peers]] configured: every association would be refused", code=2)
+    if host:
+        cfg.dicom.host = host
+    if port:
+        cfg.dicom.port = port
+    with opened_platform() as platform:
+        store = ImagingStore(platform)
+        server = DimseServer(store)
+        sequencer = JournalSequencerThread(platform)
+        sequencer.start()
+        where = server.start()
+        console.print(f"DICOM {cfg.dicom.ae_title} listening on {where[0]}:{where[1]}")
+        try:
+            _wait_for_signal()
+        finally:
+            server.stop()
+            sequencer.stop()
+            store.close()
+
+
+@hl7_app.command("serve")
+def hl7_serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+) -> None:
+    """Serve HL7 v2 over MLLP for the senders of [[hl7.senders]]."""
+    from hdsvault.api.background import JournalSequencerThread
+    from hdsvault.hl7v2.server import MllpServer
+    from hdsvault.logs import configure_logging
+
+    cfg = settings()
+    configure_logging(cfg.logging.level, json_output=cfg.logging.json_output)
+    if not cfg.hl7.senders:
+        fail("no [[hl7.senders]] configured: every message would be rejected", code=2)
+    if host:
+        cfg.hl7.host = host
+    if port:
+        cfg.hl7.port = port
+    with opened_platform() as platform:
+        server = MllpServer(platform)
+        sequencer = JournalSequencerThread(platform)
+        sequencer.start()
+        where = server.start()
+        console.print(f"HL7 MLLP listening on {where[0]}:{where[1]}")
+        try:
+            _wait_for_signal()
+        finally:
+            server.stop()
+            sequencer.stop()

@@ -1,0 +1,336 @@
+"""The DIMSE listener: one pynetdicom AE, handlers calling the imaging service.
+
+Status conventions (PS3.4): C-STORE answers 0x0000 for a stored or already-stored instance,
+0xC000 when the file cannot be understood (no UIDs...), 0xA900 when its series belongs to
+another study, 0x0124 when the peer is not authorised, 0xA700 when storage failed (nothing
+was acknowledged: the peer retries). C-FIND/C-MOVE/C-GET failures use 0xC000-0xCFFF
+(unable to process) and 0xA801 for an unknown move destination.
+
+Sockets: TCP_NODELAY is set on every socket we accept or open (C-MOVE sub-associations), so
+that small DIMSE responses are not held back by Nagle's algorithm (~40 ms each otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from hdsvault.dicom.peers import Peer, Peers
+from hdsvault.imaging import dicomfile, queries, retrieve
+from hdsvault.imaging.attributes import QR_LEVEL, Level, parse_attribute
+from hdsvault.imaging.errors import ImagingError, Kind
+from hdsvault.imaging.fhir import sync_pending, sync_studies
+from hdsvault.imaging.store import ImagingStore
+from hdsvault.records.model import Caller
+
+log = structlog.get_logger("hdsvault.dicom")
+
+_STORE_STATUS = {
+    Kind.INVALID: 0xC000,
+    Kind.CONFLICT: 0xA900,
+    Kind.FORBIDDEN: 0x0124,
+    Kind.UNAVAILABLE: 0xA700,
+    Kind.TOO_LARGE: 0xA700,
+    Kind.NOT_FOUND: 0xC000,
+}
+_SKIP = {QR_LEVEL, "00080005"}
+_UID_TAGS = {
+    parse_attribute("StudyInstanceUID"): "study",
+    parse_attribute("SeriesInstanceUID"): "series",
+    parse_attribute("SOPInstanceUID"): "sop",
+}
+_MAX_SUB_CONTEXTS = 120
+
+
+def nodelay(event: Any) -> None:
+    """EVT_CONN_OPEN: disable Nagle on the association's socket."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _text(elem: Any) -> str:
+    value = elem.value
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1", "replace")
+    return str(value)
+
+
+class DimseServer:
+    """Start with :meth:`start` (non-blocking), stop with :meth:`stop`."""
+
+    def __init__(self, store: ImagingStore) -> None:
+        self.store = store
+        self.settings = store.settings.dicom
+        self.peers = Peers(self.settings)
+        self._server: Any = None
+        self._touched: dict[int, tuple[Caller, set[str]]] = {}
+        self._lock = threading.Lock()
+        self.ae = self._build_ae()
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def _build_ae(self) -> AE:
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.maximum_pdu_size = self.settings.max_pdu
+        ae.network_timeout = self.settings.network_timeout
+        ae.acse_timeout = 30
+        ae.dimse_timeout = self.settings.network_timeout
+        ae.maximum_associations = 32
+        ae.require_called_aet = True
+        ae.require_calling_aet = self.peers.titles() or ["\x00no-peer-configured"]
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(
+                str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        ae.add_supported_context(Verification)
+        for qr in (
+            PatientRootQueryRetrieveInformationModelFind,
+            StudyRootQueryRetrieveInformationModelFind,
+            PatientRootQueryRetrieveInformationModelMove,
+            StudyRootQueryRetrieveInformationModelMove,
+            PatientRootQueryRetrieveInformationModelGet,
+            StudyRootQueryRetrieveInformationModelGet,
+        ):
+            ae.add_supported_context(qr)
+        return ae
+
+    def handlers(self) -> list[Any]:
+        return [
+            (evt.EVT_CONN_OPEN, nodelay),
+            (evt.EVT_CONN_CLOSE, self._on_close),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_C_GET, self._on_get),
+        ]
+
+    def start(self) -> tuple[str, int]:
+        """Listen (in background threads); catches up lagging ImagingStudy resources first."""
+        try:
+            sync_pending(self.store, self._service_caller)
+        except Exception as exc:  # derived data: never block the listener on it
+            log.warning("imagingstudy.sync-pending-failed", error=str(exc)[:200])
+        self._server = self.ae.start_server(
+            (self.settings.host, self.settings.port), block=False, evt_handlers=self.handlers()
+        )
+        host, port = self._server.server_address[:2]
+        log.info("dicom.listening", host=host, port=port, ae_title=self.settings.ae_title)
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def _service_caller(self, tenant: str) -> Caller:
+        from hdsvault.access.roles import Role
+        from hdsvault.access.tokens import Principal
+
+        return Caller(Principal("dicom:sync", tenant, Role.SERVICE, auth_method="dicom-ae"), tenant)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _peer(self, event: Any) -> tuple[Peer | None, str | None]:
+        requestor = event.assoc.requestor
+        peer = self.peers.get(str(requestor.ae_title))
+        return peer, f"{requestor.address}:{requestor.port}"
+
+    # -- services -----------------------------------------------------------------------------
+
+    def _on_echo(self, event: Any) -> int:
+        return 0x0000
+
+    def _on_store(self, event: Any) -> int:
+        peer, address = self._peer(event)
+        if peer is None:
+            return 0x0124
+        caller = peer.caller(address)
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            outcome = self.store.store(caller, data, source=f"dicom:{peer.ae_title}")
+        except ImagingError as exc:
+            log.warning("dicom.store-refused", peer=peer.ae_title, kind=str(exc.kind))
+            return _STORE_STATUS[exc.kind]
+        except Exception as exc:
+            log.error("dicom.store-failed", peer=peer.ae_title, error=type(exc).__name__)
+            return 0xA700
+        if outcome.status == "failed":
+            kind = outcome.error.kind if outcome.error else Kind.INVALID
+            return _STORE_STATUS[kind]
+        if outcome.study_id:
+            key = id(event.assoc)
+            with self._lock:
+                entry = self._touched.setdefault(key, (caller, set()))
+            entry[1].add(outcome.study_id)
+        return 0x0000
+
+    def _on_close(self, event: Any) -> None:
+        with self._lock:
+            entry = self._touched.pop(id(event.assoc), None)
+        if entry is None:
+            return
+        caller, studies = entry
+        try:
+            sync_studies(self.store, caller, studies)
+        except Exception as exc:  # left for sync_pending
+            log.warning("imagingstudy.sync-deferred", error=str(exc)[:200])
+
+    def _identifier(self, ds: Dataset) -> tuple[str, dict[str, str], list[str]]:
+        level = str(ds.get("QueryRetrieveLevel", "")).strip().upper()
+        filters: dict[str, str] = {}
+        requested: list[str] = []
+        for elem in ds:
+            tag = f"{int(elem.tag):08X}"
+            if tag in _SKIP or elem.tag.group in (0x0000, 0x0002) or elem.tag.is_private:
+                continue
+            requested.append(tag)
+            if elem.VR == "SQ":
+                continue
+            value = _text(elem).strip()
+            if value:
+                filters[tag] = value
+        return level, filters, requested
+
+    def _on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        peer, address = self._peer(event)
+        if peer is None:
+            yield 0x0124, None  # type: ignore[misc]
+            return
+        try:
+            level, filters, requested = self._identifier(event.identifier)
+        except Exception:
+            yield 0xC000, None
+            return
+        patient_level = level == "PATIENT"
+        try:
+            qlevel = Level.STUDY if patient_level else Level(level)
+        except ValueError:
+            yield 0xC000, None
+            return
+        q = queries.Query(qlevel, filters, include=set(requested))
+        q.limit = self.store.settings.dicom.max_query_results
+        try:
+            result = queries.run(self.store, peer.caller(address), q)
+        except ImagingError as exc:
+            yield (0x0124 if exc.kind is Kind.FORBIDDEN else 0xC000), None
+            return
+        seen: set[str] = set()
+        pid_tag = parse_attribute("PatientID")
+        for hit in result.hits:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            if patient_level:
+                pid = str(hit.attrs.get(pid_tag, {}).get("Value", [""])[0])
+                if pid in seen:
+                    continue
+                seen.add(pid)
+            attrs = {t: hit.attrs.get(t, {"vr": _vr(t)}) for t in requested}
+            attrs["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
+            ds = dicomfile.to_dataset(attrs)
+            ds.QueryRetrieveLevel = level
+            yield 0xFF00, ds
+
+    def _uids(self, ds: Dataset) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {"study": [], "series": [], "sop": []}
+        for elem in ds:
+            tag = f"{int(elem.tag):08X}"
+            if tag in _UID_TAGS:
+                out[_UID_TAGS[tag]] = [u for u in _text(elem).split("\\") if u.strip()]
+        return out
+
+    def _locate(self, event: Any, what: str) -> tuple[Peer | None, list[retrieve.InstanceRef], int]:
+        peer, address = self._peer(event)
+        if peer is None:
+            return None, [], 0x0124
+        try:
+            uids = self._uids(event.identifier)
+            refs = retrieve.locate(
+                self.store,
+                peer.caller(address),
+                uids["study"],
+                uids["series"],
+                uids["sop"],
+                what=what,
+            )
+        except ImagingError as exc:
+            if exc.kind is Kind.NOT_FOUND:
+                return peer, [], 0x0000
+            return peer, [], 0x0124 if exc.kind is Kind.FORBIDDEN else 0xC000
+        return peer, refs, 0x0000
+
+    def _datasets(
+        self, event: Any, peer: Peer, refs: list[retrieve.InstanceRef]
+    ) -> Iterator[tuple[int, Dataset | None]]:
+        for ref in refs:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            try:
+                ds = dicomfile.load(retrieve.read(self.store, peer.tenant, ref))
+            except ImagingError:
+                yield 0xA702, None  # out of resources: unable to perform sub-operations
+                continue
+            yield 0xFF00, ds
+
+    def _on_move(self, event: Any) -> Iterator[Any]:
+        peer, _address = self._peer(event)
+        dest = self.peers.destination(peer, str(event.move_destination)) if peer else None
+        if peer is None or dest is None:
+            yield None, None
+            return
+        peer, refs, status = self._locate(event, "c-move")
+        if status != 0x0000 or peer is None:
+            yield dest.host, dest.port, {"contexts": [build_context(Verification)]}
+            yield 0
+            return
+        pairs = list(dict.fromkeys((r.sop_class_uid, r.transfer_syntax_uid) for r in refs))
+        contexts = [build_context(sop, [ts]) for sop, ts in pairs[:_MAX_SUB_CONTEXTS]]
+        yield (
+            dest.host,
+            dest.port,
+            {
+                "contexts": contexts,
+                "evt_handlers": [(evt.EVT_CONN_OPEN, nodelay)],
+            },
+        )
+        yield len(refs)
+        yield from self._datasets(event, peer, refs)
+
+    def _on_get(self, event: Any) -> Iterator[Any]:
+        peer, refs, status = self._locate(event, "c-get")
+        if status != 0x0000 or peer is None:
+            yield 0
+            return
+        yield len(refs)
+        yield from self._datasets(event, peer, refs)
+
+
+def _vr(tag: str) -> str:
+    from hdsvault.imaging.attributes import vr_of
+
+    vr = vr_of(tag)
+    return "LO" if vr in ("UN", "OB or OW", "US or SS") else vr.split(" ")[0]

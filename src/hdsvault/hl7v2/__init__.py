@@ -1,0 +1,1 @@
+"""The HL7 v2 MLLP face: frames, TLS, one ``Ingest.receive`` per message."""

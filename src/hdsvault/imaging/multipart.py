@@ -1,0 +1,86 @@
+"""``multipart/related`` (RFC 2387) as DICOMweb uses it: parse STOW-RS bodies, frame responses.
+
+Small and strict on purpose: the body is already bounded in size by the face, parts are
+found with ``bytes.find`` on the delimiter (linear), and every malformation is reported as
+INVALID with what was expected, never a crash.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from hdsvault.imaging.errors import ImagingError, Kind
+
+
+@dataclass(frozen=True)
+class Part:
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def content_type_params(value: str) -> tuple[str, dict[str, str]]:
+    """``multipart/related; type="application/dicom"; boundary=X`` -> media type, params."""
+    media, *rest = value.split(";")
+    params: dict[str, str] = {}
+    for item in rest:
+        name, sep, val = item.partition("=")
+        if sep:
+            params[name.strip().lower()] = val.strip().strip('"')
+    return media.strip().lower(), params
+
+
+def parse(body: bytes, boundary: str) -> list[Part]:
+    if not boundary or len(boundary) > 200:
+        raise ImagingError(Kind.INVALID, "multipart/related without a valid boundary parameter")
+    delim = b"--" + boundary.encode("latin-1")
+    pos = body.find(delim)
+    if pos < 0:
+        raise ImagingError(Kind.INVALID, "multipart body does not contain its boundary")
+    parts: list[Part] = []
+    while True:
+        pos += len(delim)
+        if body[pos : pos + 2] == b"--":
+            return parts
+        if body[pos : pos + 2] == b"\r\n":
+            pos += 2
+        elif body[pos : pos + 1] == b"\n":
+            pos += 1
+        end = body.find(b"\r\n" + delim, pos)
+        if end < 0:
+            raise ImagingError(Kind.INVALID, "multipart body is truncated (no closing boundary)")
+        raw = body[pos:end]
+        head_end = raw.find(b"\r\n\r\n")
+        if head_end < 0:
+            if raw.startswith(b"\r\n"):
+                head, content = b"", raw[2:]
+            else:
+                raise ImagingError(Kind.INVALID, "multipart part without a header/body separator")
+        else:
+            head, content = raw[:head_end], raw[head_end + 4 :]
+        headers: dict[str, str] = {}
+        for line in head.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if sep:
+                headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        parts.append(Part(headers, content))
+        pos = end + 2
+
+
+def new_boundary() -> str:
+    return "hdsvault-" + secrets.token_hex(16)
+
+
+def frame(items: Iterable[tuple[str, Iterable[bytes]]], boundary: str) -> Iterator[bytes]:
+    """The body of a multipart/related response: each (content type, chunks) as one part."""
+    delim = b"--" + boundary.encode()
+    for ctype, chunks in items:
+        yield delim + b"\r\nContent-Type: " + ctype.encode() + b"\r\n\r\n"
+        yield from chunks
+        yield b"\r\n"
+    yield delim + b"--\r\n"

@@ -1,0 +1,210 @@
+"""Retrieval (WADO-RS, C-MOVE, C-GET): locate instances, journal, then open them.
+
+``locate`` authorizes, finds the instances by their UID tokens, and journals the retrieval
+(committed) before it returns: the caller may then open and send the instances (invariant 2).
+Instances are opened from the blob store one at a time (memory: one instance, or one AEAD
+segment when streamed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+
+from hdsvault.access.decision import Operation
+from hdsvault.blobs import BlobError, BlobNotFound
+from hdsvault.crypto.errors import DecryptionError
+from hdsvault.db.engine import read_connection
+from hdsvault.db.schema import imaging_instances, imaging_series, imaging_studies
+from hdsvault.imaging import index as ix
+from hdsvault.imaging import journaling, sealing
+from hdsvault.imaging.dicomfile import Json, full_json, load
+from hdsvault.imaging.errors import ImagingError, Kind
+from hdsvault.imaging.store import ImagingStore
+from hdsvault.records.model import Caller
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """One stored instance, as the index knows it (no clear DICOM attribute)."""
+
+    id: str
+    study_id: str
+    series_id: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    size: int
+    blob_key: str
+    patient_ref: str | None
+
+
+def _ids(
+    conn: Connection, tenant: str, table: object, level: str, uids: Sequence[str], index: object
+) -> list[str]:
+    from sqlalchemy import Table
+
+    assert isinstance(table, Table)
+    tokens = [ix.uid_token(index, level, u) for u in uids]  # type: ignore[arg-type]
+    return [
+        str(r)
+        for r in conn.execute(
+            select(table.c.id).where(table.c.tenant_id == tenant, table.c.uid_token.in_(tokens))
+        ).scalars()
+    ]
+
+
+def find(
+    conn: Connection,
+    store: ImagingStore,
+    tenant: str,
+    study_uids: Sequence[str] = (),
+    series_uids: Sequence[str] = (),
+    sop_uids: Sequence[str] = (),
+) -> list[InstanceRef]:
+    """Instances under the given UIDs (each list narrows; an empty list does not)."""
+    if not (study_uids or series_uids or sop_uids):
+        raise ImagingError(Kind.INVALID, "a retrieval names at least one UID")
+    index = store.index(conn, tenant)
+    it, st = imaging_instances.c, imaging_studies.c
+    stmt = (
+        select(
+            it.id,
+            it.study_id,
+            it.series_id,
+            it.sop_class_uid,
+            it.transfer_syntax_uid,
+            it.size,
+            it.blob_key,
+            st.patient_ref,
+        )
+        .join(imaging_studies, (st.tenant_id == it.tenant_id) & (st.id == it.study_id))
+        .where(it.tenant_id == tenant)
+        .order_by(it.created_at, it.id)
+    )
+    if study_uids:
+        stmt = stmt.where(
+            it.study_id.in_(_ids(conn, tenant, imaging_studies, "study", study_uids, index))
+        )
+    if series_uids:
+        stmt = stmt.where(
+            it.series_id.in_(_ids(conn, tenant, imaging_series, "series", series_uids, index))
+        )
+    if sop_uids:
+        tokens = [ix.uid_token(index, "instance", u) for u in sop_uids]
+        stmt = stmt.where(it.uid_token.in_(tokens))
+    return [InstanceRef(*r) for r in conn.execute(stmt).all()]
+
+
+def locate(
+    store: ImagingStore,
+    caller: Caller,
+    study_uids: Sequence[str] = (),
+    series_uids: Sequence[str] = (),
+    sop_uids: Sequence[str] = (),
+    *,
+    what: str = "instances",
+) -> list[InstanceRef]:
+    """Authorize, find, journal (committed): the instances may then leave the server."""
+    journaling.allow(store.engine, caller, Operation.READ)
+    with read_connection(store.engine) as conn:
+        refs = find(conn, store, caller.tenant, study_uids, series_uids, sop_uids)
+        keys = store.keys(conn, caller.tenant)
+    detail = journaling.seal_detail(
+        keys,
+        caller,
+        {
+            "what": what,
+            "study": list(study_uids),
+            "series": list(series_uids),
+            "sop": list(sop_uids),
+        },
+    )
+    touched: list[tuple[str, str | None]] = []
+    for r in refs:
+        touched += [
+            (f"ImagingStudy/{r.study_id}", r.patient_ref),
+            (f"DicomInstance/{r.id}", r.patient_ref),
+        ]
+    from hdsvault.journal.entry import Outcome
+
+    outcome = Outcome.SUCCESS if refs else Outcome.MINOR_FAILURE
+    with store.engine.begin() as conn:
+        journaling.record(
+            conn,
+            journaling.entries(
+                caller, journaling.RETRIEVE, touched, outcome=outcome, detail=detail
+            ),
+        )
+    if not refs:
+        raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
+    return refs
+
+
+def read(store: ImagingStore, tenant: str, ref: InstanceRef) -> bytes:
+    """The DICOM file of ``ref``, opened (call only after :func:`locate`)."""
+    with read_connection(store.engine) as conn:
+        keys = store.keys(conn, tenant)
+    try:
+        blob = store.blobs.get(ref.blob_key)
+        return sealing.open_blob(keys, tenant, ref.id, blob)
+    except BlobNotFound:
+        raise ImagingError(Kind.UNAVAILABLE, f"instance {ref.id}: blob missing") from None
+    except (BlobError, DecryptionError) as exc:
+        raise ImagingError(Kind.UNAVAILABLE, f"instance {ref.id}: {exc}") from None
+
+
+def stream(store: ImagingStore, tenant: str, ref: InstanceRef) -> Iterator[bytes]:
+    """The DICOM file of ``ref`` in plaintext segments (for large instances)."""
+    with read_connection(store.engine) as conn:
+        keys = store.keys(conn, tenant)
+    return sealing.open_stream(keys, tenant, ref.id, store.blobs.open(ref.blob_key))
+
+
+def metadata(store: ImagingStore, caller: Caller, refs: Sequence[InstanceRef]) -> list[Json]:
+    """Full headers of ``refs`` (already located and journaled), as DICOM JSON.
+
+    Read from the stored files (opened one at a time): the index keeps key attributes only.
+    """
+    out: list[Json] = []
+    for ref in refs:
+        meta = full_json(read(store, caller.tenant, ref))
+        meta["00020010"] = {"vr": "UI", "Value": [ref.transfer_syntax_uid]}
+        out.append(dict(sorted(meta.items())))
+    return out
+
+
+_FRAME_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+
+
+def frames(data: bytes, numbers: Sequence[int]) -> tuple[list[bytes], str]:
+    """Frames ``numbers`` (1-based) of a DICOM file, as stored (no transcoding)."""
+    from pydicom.encaps import generate_frames
+
+    ds = load(data)
+    if "PixelData" not in ds:
+        raise ImagingError(Kind.NOT_FOUND, "the instance has no pixel data")
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    for k in numbers:
+        if not 1 <= k <= n:
+            raise ImagingError(Kind.NOT_FOUND, f"frame {k} does not exist (1..{n})")
+    pixel = ds.PixelData
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        all_frames = list(generate_frames(pixel, number_of_frames=n))
+        return [all_frames[k - 1] for k in numbers], _FRAME_TYPES.get(
+            ts, "application/octet-stream"
+        )
+    size = len(pixel) // n
+    return [pixel[(k - 1) * size : k * size] for k in numbers], "application/octet-stream"

@@ -1,0 +1,516 @@
+"""Run a parsed search over the blind index: candidates in SQL, exact answer after decryption.
+
+How a :class:`~hdsvault.records.search.SearchPlan` becomes SQL (``resources`` = r):
+
+- each token group ``g`` of an alternative: ``r.resource_id IN (SELECT resource_id FROM
+  search_tokens WHERE tenant, type AND token IN g)`` (the lookup index drives it);
+- an alternative = AND of its groups; a parameter = OR of its alternatives (NOT for a
+  negated one); the request = AND of its parameters, plus ``_id`` (clear ids) and
+  ``_lastUpdated`` (clear column, every prefix compared in SQL).
+
+Exactness: the tokens of most parameters decide the match by themselves (codes,
+identifiers, references, URIs, ``:exact`` and one-word string prefixes, ``:missing``,
+``:not``) — the answer, its ``total`` and its pages come straight from SQL and only the page
+is decrypted. Other parameters (dates, numbers, quantities, several words, ``:contains``,
+``:text``, composites) select a superset: every candidate is decrypted and checked with
+the plan's exact test, so ``total`` stays accurate. :func:`exact_on_tokens` decides.
+
+Order: ``_lastUpdated`` then id (stable, and new resources land at the end, so offset paging
+does not shift under concurrent creates); ``_sort`` on ``_lastUpdated``/``_id`` runs in SQL,
+on any other parameter in memory over at most ``fhir.max_sort_candidates`` matches.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from hdsvault.db.schema import resource_versions, resources, search_tokens
+from hdsvault.records import storage
+from hdsvault.records.errors import Problem, RecordError
+from hdsvault.records.indexing import MemoTokens
+from hdsvault.records.model import ResourceKey, Stored
+from hdsvault.records.search import ParamPlan, SearchError, SearchPlan, parse_search
+from hdsvault.records.search.chaining import Include
+from hdsvault.records.search.definitions import SearchParam, search_parameters
+from hdsvault.records.search.extract import values_of
+from hdsvault.records.search.prefixes import DateQuery
+from hdsvault.records.search.query import LastUpdatedFilter
+from hdsvault.records.search.text import PREFIX_CAP, normalise, words
+from hdsvault.records.search.values import (
+    DateValue,
+    IndexValue,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+from hdsvault.records.store import RecordStore
+
+SQL_SORTS = {"_lastUpdated", "_id"}
+MAX_INCLUDES = 1000
+"""Resources added by ``_include``/``_revinclude`` to one page (documented limit)."""
+_INCLUDE_ROUNDS = 3
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BATCH = 500
+
+
+@dataclass
+class Page:
+    """One page of a search: the matches of the page, included resources and the total."""
+
+    total: int
+    matches: list[Stored] = field(default_factory=list)
+    included: list[Stored] = field(default_factory=list)
+
+
+def exact_on_tokens(p: ParamPlan) -> bool:
+    """Whether the tokens of ``p`` decide its match exactly (no post-filter needed).
+
+    Conservative: anything not listed here is post-filtered. (The search package could own
+    this rule next to each alternative; until it does, it lives here, next to its use.)
+    """
+    if not p.indexed:
+        return False
+    if p.modifier == "missing":
+        return True
+    if p.composite is not None:
+        return False
+    kind = p.param.type
+    if kind == "token":
+        return p.modifier != "text"
+    if kind in ("reference", "uri"):
+        return True
+    if kind == "string":
+        if p.modifier == "exact":
+            return True
+        if p.modifier == "contains":
+            return False
+        for alt in p.alternatives:
+            term = normalise(_unescape(alt.raw))
+            found = words(term)
+            if len(found) != 1 or found[0] != term or len(term) > PREFIX_CAP:
+                return False
+        return True
+    return False
+
+
+def _unescape(raw: str) -> str:
+    from hdsvault.records.search.alternatives import unescape
+
+    return unescape(raw)
+
+
+def _instant(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _last_updated_condition(f: LastUpdatedFilter) -> ColumnElement[bool]:
+    col = resources.c.last_updated
+    alts: list[ColumnElement[bool]] = []
+    for q in f.alternatives:
+        alts.append(_date_condition(col, q))
+    return or_(*alts) if alts else false()
+
+
+def _date_condition(col: ColumnElement[Any], q: DateQuery) -> ColumnElement[bool]:
+    """SQL for an instant column against a date search (point value ``[t, t+1µs)``)."""
+    lo, hi = _instant(q.low), _instant(q.high)
+    p = q.prefix
+    if p == "eq":
+        return and_(col >= lo, col < hi)
+    if p == "ne":
+        return or_(col < lo, col >= hi)
+    if p in ("gt", "sa"):
+        return col >= hi
+    if p in ("lt", "eb"):
+        return col < lo
+    if p == "ge":
+        return col >= lo
+    if p == "le":
+        return col < hi
+    wlo, whi = _instant(q.low - q.window), _instant(q.high + q.window)  # ap
+    return and_(col >= wlo, col < whi)
+
+
+class Finder:
+    """Searches of one tenant on one connection."""
+
+    def __init__(self, conn: Connection, store: RecordStore, tenant: str) -> None:
+        self.conn = conn
+        self.store = store
+        self.tenant = tenant
+        self.tokens: MemoTokens = store.tokens(conn, tenant)
+        self._keys = store.data_keys(conn, tenant)
+
+    # -------------------------------------------------------------- SQL
+
+    def _group(self, resource_type: str, group: Iterable[bytes]) -> ColumnElement[bool]:
+        toks = sorted(set(group))
+        if not toks:
+            return false()
+        sub = select(search_tokens.c.resource_id).where(
+            search_tokens.c.tenant_id == self.tenant,
+            search_tokens.c.resource_type == resource_type,
+            search_tokens.c.token.in_(toks),
+        )
+        return resources.c.resource_id.in_(sub)
+
+    def _param(self, resource_type: str, p: ParamPlan) -> ColumnElement[bool]:
+        alts = [
+            and_(*[self._group(resource_type, g) for g in groups]) if groups else true()
+            for groups in p.token_groups(self.tokens)
+        ]
+        cond = or_(*alts) if alts else false()
+        return not_(cond) if p.negated else cond
+
+    def condition(self, plan: SearchPlan) -> ColumnElement[bool]:
+        rt = plan.resource_type
+        parts: list[ColumnElement[bool]] = [
+            resources.c.tenant_id == self.tenant,
+            resources.c.resource_type == rt,
+            resources.c.deleted.is_(False),
+        ]
+        for ids in plan.ids:
+            parts.append(resources.c.resource_id.in_(list(ids)))
+        for f in plan.last_updated:
+            parts.append(_last_updated_condition(f))
+        for p in plan.params:
+            parts.append(self._param(rt, p))
+        return and_(*parts)
+
+    def _driver(self, plan: SearchPlan) -> Any | None:
+        """The token lookup that should drive the query (the first plain indexed group).
+
+        Why: with ``ORDER BY last_updated LIMIT n``, SQLite prefers walking the listing index
+        and probing every row, which costs O(resources of the type); starting from the
+        matching tokens costs O(matches). The driving lookup stays in the WHERE too.
+        """
+        for p in plan.params:
+            if p.negated or not p.indexed:
+                continue
+            groups = p.token_groups(self.tokens)
+            if len(groups) == 1 and groups[0] and groups[0][0]:
+                return (
+                    select(search_tokens.c.resource_id)
+                    .where(
+                        search_tokens.c.tenant_id == self.tenant,
+                        search_tokens.c.resource_type == plan.resource_type,
+                        search_tokens.c.token.in_(sorted(groups[0][0])),
+                    )
+                    .distinct()
+                    .subquery("driver")
+                )
+        return None
+
+    def _from(self, plan: SearchPlan) -> Any:
+        versions = resources.join(
+            resource_versions,
+            and_(
+                resource_versions.c.tenant_id == resources.c.tenant_id,
+                resource_versions.c.resource_type == resources.c.resource_type,
+                resource_versions.c.resource_id == resources.c.resource_id,
+                resource_versions.c.version_id == resources.c.version_id,
+            ),
+        )
+        driver = self._driver(plan)
+        if driver is None:
+            return versions
+        return driver.join(
+            versions,
+            and_(
+                resources.c.tenant_id == self.tenant,
+                resources.c.resource_type == plan.resource_type,
+                resources.c.resource_id == driver.c.resource_id,
+            ),
+        )
+
+    def _rows(self, plan: SearchPlan, order: Sequence[Any]) -> Select[Any]:
+        return (
+            select(
+                resources.c.resource_type,
+                resources.c.resource_id,
+                resource_versions.c.version_id,
+                resource_versions.c.last_updated,
+                resource_versions.c.deleted,
+                resource_versions.c.body,
+            )
+            .select_from(self._from(plan))
+            .where(self.condition(plan))
+            .order_by(*order)
+        )
+
+    # -------------------------------------------------------------- chains
+
+    def resolve_chains(self, plan: SearchPlan) -> SearchPlan:
+        """Run the inner searches of chained parameters, then rewrite them as references."""
+        if not plan.chains:
+            return plan
+        limit = self.store.options.max_chain_matches
+        found: list[dict[str, list[str]]] = []
+        for chain in plan.chains:
+            by_type: dict[str, list[str]] = {}
+            for target, pairs in chain.inner_requests():
+                try:
+                    inner = parse_search(target, pairs, base_urls=self.store.base_urls)
+                except SearchError as exc:
+                    raise RecordError(Problem.INVALID, f"{chain.name}: {exc.problem}") from None
+                ids = self.ids(inner, limit + 1)
+                if len(ids) > limit:
+                    raise RecordError(
+                        Problem.TOO_COSTLY,
+                        f"{chain.name}: more than {limit} {target} resources match the "
+                        "chained criterion; narrow it",
+                    )
+                by_type[target] = ids
+            found.append(by_type)
+        return plan.resolve_chains(found)
+
+    # -------------------------------------------------------------- running
+
+    def ids(self, plan: SearchPlan, limit: int) -> list[str]:
+        """Ids of up to ``limit`` exact matches (conditional operations, chains)."""
+        plan = self.resolve_chains(plan)
+        order = (resources.c.last_updated, resources.c.resource_id)
+        if all(exact_on_tokens(p) for p in plan.params):
+            stmt = (
+                select(resources.c.resource_id)
+                .where(self.condition(plan))
+                .order_by(*order)
+                .limit(limit)
+            )
+            return [r.resource_id for r in self.conn.execute(stmt)]
+        out: list[str] = []
+        for stored in self._filtered(plan, order):
+            out.append(stored.id)
+            if len(out) >= limit:
+                break
+        return out
+
+    def _filtered(self, plan: SearchPlan, order: Sequence[Any]) -> Iterable[Stored]:
+        """Decrypt candidates in order and yield the exact matches."""
+        result = self.conn.execute(self._rows(plan, order).execution_options(yield_per=_BATCH))
+        try:
+            for row in result:
+                stored = storage.open_rows(self._keys, self.tenant, [row])[0]
+                if stored.resource is not None and plan.matches(stored.resource):
+                    yield stored
+        finally:
+            result.close()
+
+    def count(self, plan: SearchPlan) -> int:
+        stmt = select(func.count()).select_from(resources).where(self.condition(plan))
+        return int(self.conn.execute(stmt).scalar_one())
+
+    def page(self, plan: SearchPlan, *, count: int, offset: int, count_only: bool = False) -> Page:
+        plan = self.resolve_chains(plan)
+        sort = plan.result.sort
+        in_sql = all(code in SQL_SORTS for code, _ in sort)
+        order: list[Any] = []
+        if in_sql:
+            for code, desc in sort:
+                col = (
+                    resources.c.last_updated if code == "_lastUpdated" else resources.c.resource_id
+                )
+                order.append(col.desc() if desc else col.asc())
+        order += [resources.c.last_updated.asc(), resources.c.resource_id.asc()]
+        exact = all(exact_on_tokens(p) for p in plan.params)
+        if exact and in_sql:
+            total = self.count(plan)
+            if count_only or count == 0 or offset >= total:
+                return Page(total)
+            rows = self.conn.execute(self._rows(plan, order).limit(count).offset(offset))
+            return Page(total, storage.open_rows(self._keys, self.tenant, rows))
+        if in_sql:
+            matches: list[Stored] = []
+            total = 0
+            for stored in self._filtered(plan, order):
+                if offset <= total < offset + count and not count_only:
+                    matches.append(stored)
+                total += 1
+            return Page(total, matches)
+        hits: list[Stored] = []
+        cap = self.store.options.max_sort_candidates
+        for stored in self._filtered(plan, order):
+            hits.append(stored)
+            if len(hits) > cap:
+                raise RecordError(
+                    Problem.TOO_COSTLY,
+                    f"_sort on {', '.join(c for c, _ in sort)} sorts at most {cap} matches; "
+                    "narrow the search or sort on _lastUpdated/_id",
+                )
+        if count_only:
+            return Page(len(hits))
+        _sort_in_memory(hits, plan.resource_type, sort, self.store.base_urls)
+        return Page(len(hits), hits[offset : offset + count])
+
+    # -------------------------------------------------------------- includes
+
+    def includes(self, plan: SearchPlan, matches: Sequence[Stored]) -> list[Stored]:
+        """Resources named by ``_include`` / ``_revinclude`` for a page (bounded)."""
+        inc, rev = plan.result.include, plan.result.revinclude
+        if not inc and not rev:
+            return []
+        seen = {s.key for s in matches}
+        out: list[Stored] = []
+        frontier = list(matches)
+        for round_no in range(_INCLUDE_ROUNDS):
+            wave: list[Stored] = []
+            for spec in inc:
+                if round_no and not spec.iterate:
+                    continue
+                wave += self._forward(spec, frontier, seen)
+            for spec in rev:
+                if round_no and not spec.iterate:
+                    continue
+                wave += self._reverse(spec, frontier, seen)
+            if not wave:
+                break
+            out += wave
+            frontier = wave
+            if len(out) >= MAX_INCLUDES:
+                return out[:MAX_INCLUDES]
+        return out
+
+    def _forward(
+        self, spec: Include, frontier: Sequence[Stored], seen: set[ResourceKey]
+    ) -> list[Stored]:
+        wanted: list[ResourceKey] = []
+        for s in frontier:
+            if s.resource is None or s.type != spec.source:
+                continue
+            params = _reference_params(s.type, spec.param)
+            for p in params:
+                for v in values_of(s.resource, p, self.store.base_urls):
+                    if isinstance(v, ReferenceValue) and v.local:
+                        rt, _, rid = v.local.partition("/")
+                        key = ResourceKey(rt, rid)
+                        if (spec.target is None or rt == spec.target) and key not in seen:
+                            seen.add(key)
+                            wanted.append(key)
+        wanted = wanted[:MAX_INCLUDES]
+        rows = storage.current_rows(self.conn, self.tenant, wanted)
+        return storage.open_rows(self._keys, self.tenant, rows)
+
+    def _reverse(
+        self, spec: Include, frontier: Sequence[Stored], seen: set[ResourceKey]
+    ) -> list[Stored]:
+        params = _reference_params(spec.source, spec.param)
+        targets = [s for s in frontier if spec.target is None or s.type == spec.target]
+        if not params or not targets:
+            return []
+        toks = {
+            self.tokens.token(f"{spec.source}.{p.code}", f"{s.type}/{s.id}")
+            for p in params
+            for s in targets
+        }
+        stmt = (
+            select(resources.c.resource_type, resources.c.resource_id)
+            .where(
+                resources.c.tenant_id == self.tenant,
+                resources.c.resource_type == spec.source,
+                resources.c.deleted.is_(False),
+                self._group(spec.source, toks),
+            )
+            .order_by(resources.c.last_updated, resources.c.resource_id)
+            .limit(MAX_INCLUDES)
+        )
+        keys = [ResourceKey(r.resource_type, r.resource_id) for r in self.conn.execute(stmt)]
+        keys = [k for k in keys if k not in seen]
+        seen.update(keys)
+        rows = storage.current_rows(self.conn, self.tenant, keys)
+        return storage.open_rows(self._keys, self.tenant, rows)
+
+
+def _reference_params(resource_type: str, code: str | None) -> list[SearchParam]:
+    params = search_parameters(resource_type)
+    if code is not None:
+        p = params.get(code)
+        return [p] if p is not None and p.type == "reference" else []
+    return [p for p in params.values() if p.type == "reference" and p.path is not None]
+
+
+# ------------------------------------------------------------------ in-memory sort
+
+
+def _sortable(v: IndexValue) -> Any:
+    if isinstance(v, DateValue):
+        return v.low if v.low is not None else -(2**62)
+    if isinstance(v, (NumberValue, QuantityValue)):
+        return v.low if v.low is not None else v.high
+    if isinstance(v, StringValue):
+        return normalise(v.text)
+    if isinstance(v, TokenValue):
+        return v.code or v.text or ""
+    if isinstance(v, ReferenceValue):
+        return v.local or v.url or ""
+    if isinstance(v, UriValue):
+        return v.uri
+    return None
+
+
+def _sort_in_memory(
+    hits: list[Stored],
+    resource_type: str,
+    sort: Sequence[tuple[str, bool]],
+    bases: tuple[str, ...],
+) -> None:
+    params = search_parameters(resource_type)
+    keyed: list[tuple[list[Any], Stored]] = []
+    for s in hits:
+        keys: list[Any] = []
+        for code, desc in sort:
+            if code == "_lastUpdated":
+                keys.append(s.last_updated)
+                continue
+            if code == "_id":
+                keys.append(s.id)
+                continue
+            vals = [_sortable(v) for v in values_of(s.resource or {}, params[code], bases)]
+            vals = [v for v in vals if v is not None]
+            keys.append((max if desc else min)(vals, key=_safe_key) if vals else None)
+        keyed.append((keys, s))
+
+    def compare(a: tuple[list[Any], Stored], b: tuple[list[Any], Stored]) -> int:
+        for i, (_, desc) in enumerate(sort):
+            x, y = a[0][i], b[0][i]
+            if x is None or y is None:
+                if x is None and y is None:
+                    continue
+                return 1 if x is None else -1  # missing values last, either direction
+            c = _cmp(x, y)
+            if c:
+                return -c if desc else c
+        return 0
+
+    keyed.sort(key=functools.cmp_to_key(compare))
+    hits[:] = [s for _, s in keyed]
+
+
+def _safe_key(x: Any) -> Any:
+    return (type(x).__name__, x) if not isinstance(x, (int, float)) else ("0", x)
+
+
+def _cmp(x: Any, y: Any) -> int:
+    try:
+        return int(x > y) - int(x < y)
+    except TypeError:
+        return int(str(x) > str(y)) - int(str(x) < str(y))

@@ -1,0 +1,39 @@
+"""Helpers shared by the access tests (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+from typing import Any
+
+from hdsvault.access.roles import Role
+from hdsvault.access.tokens import create_token
+from hdsvault.platform import Platform
+
+from support.loopback import OidcIssuer
+
+TENANT = "750712184"
+OTHER_TENANT = "130783293"  # another establishment (valid FINESS)
+
+
+def issuer_settings(issuer: OidcIssuer, **overrides: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "tenant": TENANT,
+        "issuer": issuer.url,
+        "audience": f"hdsvault-{TENANT}",
+        "min_acr": "eidas1",
+    }
+    cfg.update(overrides)
+    return {"issuers": [cfg]}
+
+
+def local_token(platform: Platform, role: Role, tenant: str | None = TENANT) -> str:
+    return create_token(
+        platform.engine, tenant=tenant, role=role, ttl=timedelta(hours=1), by="test"
+    ).token
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

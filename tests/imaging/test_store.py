@@ -1,0 +1,200 @@
+"""The imaging store on both databases: chunked sealing, QIDO semantics, DICOMweb errors,
+and no clear patient name or id from DICOM headers in blobs or database."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import TENANT, sample_bytes
+from hdsvault.access.roles import Role
+from hdsvault.access.tokens import create_token
+from hdsvault.api.app import create_app
+from hdsvault.crypto.errors import DecryptionError
+from hdsvault.imaging import multipart, queries, retrieve, sealing
+from hdsvault.imaging.attributes import Level
+from hdsvault.imaging.attributes import parse_attribute as T
+from hdsvault.imaging.store import ImagingStore
+from hdsvault.platform import Platform
+from hdsvault.records.model import Caller
+
+NAMES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "JPEG2000.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "examples_jpeg2k.dcm",
+]
+
+
+def test_chunked_sealing_detects_tampering(platform: Platform, tenant: str) -> None:
+    with platform.engine.connect() as conn:
+        keys = platform.keyring.data_keys(conn, tenant)
+    data = os.urandom(300_000)
+    blob = sealing.seal(keys, tenant, "i1", data, 64 * 1024)
+    assert sealing.open_blob(keys, tenant, "i1", bytes(blob)) == data
+    assert (
+        b"".join(sealing.open_stream(keys, tenant, "i1", [bytes(blob[:1000]), bytes(blob[1000:])]))
+        == data
+    )
+    streamed = b"".join(
+        sealing.seal_stream(keys, tenant, "i1", [data[:5], data[5:]], len(data), 64 * 1024)
+    )
+    assert sealing.open_blob(keys, tenant, "i1", streamed) == data
+    for bad in (
+        blob[:-1],
+        blob[:16] + blob[16 + 65569 :],
+        bytes(blob).replace(blob[100:101], b"\x00", 1),
+    ):
+        with pytest.raises(DecryptionError):
+            sealing.open_blob(keys, tenant, "i1", bytes(bad))
+    with pytest.raises(DecryptionError):
+        sealing.open_blob(keys, tenant, "other-instance", bytes(blob))
+
+
+def test_query_semantics(imaging: ImagingStore, caller: Caller) -> None:
+    outcomes = imaging.store_many(caller, [sample_bytes(n) for n in NAMES], source="test")
+    assert [o.status for o in outcomes] == ["stored"] * len(NAMES)
+
+    def run(level, **f):
+        return queries.run(
+            imaging, caller, queries.Query(level, {T(k): v for k, v in f.items()})
+        ).hits
+
+    assert len(run(Level.STUDY)) == len(NAMES)
+    assert len(run(Level.STUDY, PatientName="compressedsamples^ct1")) == 1  # case-insensitive
+    assert len(run(Level.STUDY, PatientName="*SAMPLES^M*")) == 1  # leading wildcard: scan + match
+    assert len(run(Level.STUDY, ModalitiesInStudy="MR\\CT")) == 2
+    ct = pydicom.dcmread(io.BytesIO(sample_bytes("CT_small.dcm")), stop_before_pixels=True)
+    assert len(run(Level.STUDY, StudyDate=f"{ct.StudyDate}")) >= 1
+    assert len(run(Level.STUDY, StudyDate=f"{ct.StudyDate}-")) >= 1
+    assert run(Level.STUDY, StudyDate="19000101-19000102") == []
+    assert len(run(Level.SERIES, StudyInstanceUID=str(ct.StudyInstanceUID))) == 1
+    assert len(run(Level.IMAGE, SOPInstanceUID=str(ct.SOPInstanceUID))) == 1
+    page = queries.run(imaging, caller, queries.Query(Level.STUDY, limit=2, offset=1)).hits
+    assert len(page) == 2
+    # duplicate instance: acknowledged, not stored twice
+    assert imaging.store(caller, sample_bytes("CT_small.dcm"), source="t").status == "duplicate"
+    refs = retrieve.locate(imaging, caller, [str(ct.StudyInstanceUID)])
+    assert retrieve.read(imaging, caller.tenant, refs[0]) == sample_bytes("CT_small.dcm")
+    frames, ctype = retrieve.frames(sample_bytes("SC_rgb_rle_2frame.dcm"), [2])
+    assert ctype == "image/dicom-rle" and len(frames) == 1
+
+
+def _client(
+    platform: Platform, tenant: str, role: Role = Role.RADIOLOGY
+) -> tuple[TestClient, dict[str, str]]:
+    from datetime import timedelta
+
+    token = create_token(
+        platform.engine, tenant=tenant, role=role, ttl=timedelta(days=1), by="t"
+    ).token
+    return TestClient(create_app(platform), raise_server_exceptions=False), {
+        "Authorization": f"Bearer {token}"
+    }
+
+
+def _stow_body(files: list[bytes]) -> tuple[bytes, str]:
+    boundary = multipart.new_boundary()
+    body = b"".join(multipart.frame((("application/dicom", [f]) for f in files), boundary))
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def test_dicomweb_errors_and_rendering(platform: Platform, tenant: str) -> None:
+    client, auth = _client(platform, tenant)
+    with client:
+        base = f"/dicomweb/{TENANT}"
+        assert client.get(base + "/studies").status_code == 401
+        body, ctype = _stow_body([sample_bytes("CT_small.dcm"), b"not dicom" * 30])
+        r = client.post(base + "/studies", content=body, headers={**auth, "Content-Type": ctype})
+        assert r.status_code == 202, r.text
+        out = r.json()
+        assert len(out["00081199"]["Value"]) == 1 and out["00081198"]["Value"][0]["00081197"][
+            "Value"
+        ] == [0xC000]
+        r = client.post(
+            base + "/studies", content=b"x", headers={**auth, "Content-Type": "application/json"}
+        )
+        assert r.status_code == 415
+        r = client.post(
+            base + "/studies",
+            content=b"--nope",
+            headers={
+                **auth,
+                "Content-Type": 'multipart/related; type="application/dicom"; boundary=zz',
+            },
+        )
+        assert r.status_code == 400
+        assert client.get(base + "/studies?limit=x", headers=auth).status_code == 400
+        assert client.get(base + "/studies?NoSuchAttribute=1", headers=auth).status_code == 400
+        studies = client.get(
+            base + "/studies?PatientName=Compressed%2A&includefield=all", headers=auth
+        )
+        assert studies.status_code == 200 and len(studies.json()) == 1
+        uid = studies.json()[0]["0020000D"]["Value"][0]
+        assert studies.json()[0]["00081190"]["Value"][0].endswith(f"/studies/{uid}")
+        meta = client.get(f"{base}/studies/{uid}/metadata", headers=auth)
+        assert (
+            meta.status_code == 200
+            and meta.json()[0]["00100010"]["Value"][0]["Alphabetic"] == "CompressedSamples^CT1"
+        )
+        wado = client.get(
+            f"{base}/studies/{uid}",
+            headers={**auth, "Accept": 'multipart/related; type="application/dicom"'},
+        )
+        assert wado.status_code == 200
+        _media, params = multipart.content_type_params(wado.headers["content-type"])
+        parts = multipart.parse(wado.content, params["boundary"])
+        assert [p.body for p in parts] == [sample_bytes("CT_small.dcm")]
+        assert client.get(f"{base}/studies/1.2.3", headers=auth).status_code == 404
+        assert client.get("/dicomweb/123/studies", headers=auth).status_code == 404
+        # another establishment's token: refused (and journaled)
+        _other_client, other = _client(platform, tenant, Role.DPO)
+        assert client.get(base + "/studies", headers=other).status_code == 403
+
+
+def test_no_clear_identity_at_rest(
+    platform: Platform,
+    tenant: str,
+    imaging: ImagingStore,
+    caller: Caller,
+    request: pytest.FixtureRequest,
+) -> None:
+    imaging.store_many(caller, [sample_bytes(n) for n in NAMES], source="test")
+    from hdsvault.imaging.fhir import sync_studies
+
+    secrets: set[bytes] = set()
+    for n in NAMES:
+        ds = pydicom.dcmread(io.BytesIO(sample_bytes(n)), stop_before_pixels=True)
+        for v in (
+            str(ds.get("PatientName", "")),
+            str(ds.get("PatientID", "")),
+            str(ds.get("StudyInstanceUID", "")),
+        ):
+            if len(v) >= 4:
+                secrets.add(v.encode())
+    assert secrets
+    blob_root = platform.settings.data_dir / "blobs"
+    files = [p for p in blob_root.rglob("*") if p.is_file()]
+    assert len(files) == len(NAMES)
+    url = platform.settings.database_url
+    if url.startswith("sqlite"):
+        db = Path(url.removeprefix("sqlite:///"))
+        files += [db, *db.parent.glob(db.name + "-wal")]
+        dumps = [b""]
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        dumps = [cluster.pg_dump(url.rsplit("/", 1)[1])]
+    for f in files:
+        data = f.read_bytes()
+        for s in secrets:
+            assert s not in data, (f, s)
+    for dump in dumps:
+        for s in secrets:
+            assert s not in dump, s
+    del sync_studies
