@@ -17,7 +17,6 @@ from sqlalchemy import select
 
 from hdsvault.access.context import StaticPatientContext, register_patient_context
 from hdsvault.access.roles import Role
-from hdsvault.api.app import create_app
 from hdsvault.db.schema import journal_entries
 
 from .kit import TENANT, issuer_settings, local_token
@@ -85,16 +84,8 @@ def test_admin_and_audit_endpoints_matrix(api, issuer: OidcIssuer) -> None:  # t
     assert all(denied)  # every denial detail sealed under the tenant key
 
 
-def _fhir_mounted(platform) -> bool:  # type: ignore[no-untyped-def]
-    return any(
-        str(getattr(r, "path", "")).startswith("/fhir/") for r in create_app(platform).routes
-    )
-
-
 def test_fhir_read_matrix_over_http(api, issuer: OidcIssuer) -> None:  # type: ignore[no-untyped-def]
     platform, client = api
-    if not _fhir_mounted(platform):
-        pytest.skip("the FHIR router is not mounted yet: the lead wires it (see test_policy)")
     service = {
         "Authorization": f"Bearer {local_token(platform, Role.SERVICE)}",
         "content-type": "application/fhir+json",
