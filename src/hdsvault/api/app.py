@@ -18,6 +18,7 @@ from prometheus_client import (
 
 from hdsvault import __version__
 from hdsvault.access import control as access_control
+from hdsvault.access.context import register_patient_context
 from hdsvault.access.oidc import OidcVerifier
 from hdsvault.api import access_admin, dicomweb
 from hdsvault.api.auth import CurrentPrincipal
@@ -28,6 +29,8 @@ from hdsvault.api.perimeter import Perimeter
 from hdsvault.config import Settings, load_settings
 from hdsvault.logs import configure_logging
 from hdsvault.platform import Platform
+from hdsvault.records.patient_context import RecordsPatientContext
+from hdsvault.records.store import RecordStore
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -41,9 +44,17 @@ def create_app(platform: Platform) -> FastAPI:
             platform.engine, platform.keyring, platform.settings.access
         )
         access_control.install(control)
+        previous_context = None
+        if platform.settings.access.policy != "baseline":
+            # Relationship rules need the patient's encounters, care team and labels.
+            previous_context = register_patient_context(
+                RecordsPatientContext(RecordStore(platform))
+            )
         try:
             yield
         finally:
+            if previous_context is not None:
+                register_patient_context(previous_context)
             access_control.uninstall(control)
             oidc.close()
             sequencer.stop()
