@@ -66,11 +66,12 @@ def test_tamper_is_named_by_verify_and_restore_refuses_unless_salvage(
     hit = {a["snapshot"] for a in problem["affected"]}
     assert hit and hit <= {first["snapshot"], second["snapshot"]}
     assert all(a["path"].startswith(("/platform/", "/blobs/")) for a in problem["affected"])
-    failed = site.cli("backup", "restore", "latest", "--to", str(tmp_path / "out"), ok=False)
+    damaged = sorted(hit)[0]  # a snapshot that really uses the corrupt pack
+    failed = site.cli("backup", "restore", damaged, "--to", str(tmp_path / "out"), ok=False)
     assert failed.exit_code == 1 and "restore refused" in failed.output
     assert not (tmp_path / "out").exists()
     salvaged = site.cli(
-        "backup", "restore", "latest", "--to", str(tmp_path / "out"), "--salvage", ok=False
+        "backup", "restore", damaged, "--to", str(tmp_path / "out"), "--salvage", ok=False
     )
     assert salvaged.exit_code == 1 and "Not restored" in salvaged.output
     assert (tmp_path / "out/platform/MANIFEST.json").is_file()
