@@ -176,6 +176,7 @@ def test_unknown_and_strict(fhir: Fhir, seeded: dict[str, Any]) -> None:
         "/Patient?identifier=a|b|c",
         "/Patient?_lastUpdated=ge2020-99",
         "/Patient?_text=cancer",
+        "/Patient?_revinclude=*",
     ],
 )
 def test_garbage_search_values(fhir: Fhir, query: str) -> None:

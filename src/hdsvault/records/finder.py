@@ -208,13 +208,15 @@ class Finder:
             if p.negated or not p.indexed:
                 continue
             groups = p.token_groups(self.tokens)
-            if len(groups) == 1 and groups[0] and groups[0][0]:
+            # OR of alternatives of one group each = one IN over the union of their tokens.
+            if groups and all(len(g) == 1 and g[0] for g in groups):
+                union = sorted(set().union(*(g[0] for g in groups)))
                 return (
                     select(search_tokens.c.resource_id)
                     .where(
                         search_tokens.c.tenant_id == self.tenant,
                         search_tokens.c.resource_type == plan.resource_type,
-                        search_tokens.c.token.in_(sorted(groups[0][0])),
+                        search_tokens.c.token.in_(union),
                     )
                     .distinct()
                     .subquery("driver")

@@ -58,6 +58,10 @@ def search(
     check_type(resource_type)
     allow(store, caller, Operation.SEARCH, resource_type)
     plan = plan_of(store, resource_type, pairs, strict)
+    if any(inc.param is None for inc in plan.result.revinclude):
+        raise RecordError(
+            Problem.NOT_SUPPORTED, "_revinclude=* is not supported: name Source:param"
+        )
     options = store.options
     count = plan.result.count if plan.result.count is not None else options.default_count
     count = min(count, options.max_count)
