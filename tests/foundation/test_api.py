@@ -40,6 +40,9 @@ def test_probes_and_metrics_are_open(client: TestClient) -> None:
     assert (
         'hdsvault_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics.text
     )
+    client.get("/fhir/750712184/metadata")
+    labels = client.get("/metrics").text
+    assert 'route="/fhir/*"' in labels  # the FHIR sub-application, one bounded label
 
 
 def test_readyz_fails_when_the_database_is_gone(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("hdsvault_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -29,6 +29,8 @@ def _route_template(app: Any, scope: Scope) -> str:
     for route in getattr(app, "routes", ()):
         match, _ = route.matches(scope)
         if match == Match.FULL:
+            if isinstance(route, Mount):  # a sub-application (FHIR): one label for all of it
+                return f"{route.path}/*"
             return str(getattr(route, "path", "?"))
     return "unmatched"
 
@@ -48,6 +50,8 @@ class RequestObservability:
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        # Matched before the app runs: mounted sub-applications rewrite the scope's paths.
+        route = _route_template(self.router, scope)
         start = time.perf_counter()
 
         async def send_wrapper(message: Message) -> None:
@@ -63,7 +67,6 @@ class RequestObservability:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            route = _route_template(self.router, scope)
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(elapsed)
             log.info(

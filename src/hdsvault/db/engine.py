@@ -21,6 +21,7 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA secure_delete=ON",
     "PRAGMA busy_timeout=30000",
+    "PRAGMA cache_size=-65536",  # 64 MiB page cache per connection: index inserts stay in memory
 )
 
 
