@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 
 from hdsvault.cli.context import console, fail, opened_platform, settings
+from hdsvault.platform import Platform
 
 dicom_app = typer.Typer(help="The DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET).")
 hl7_app = typer.Typer(help="The HL7 v2 MLLP listener (ADT, ORU).")
@@ -23,11 +24,27 @@ def register(app: typer.Typer) -> None:
     app.add_typer(hl7_app, name="hl7")
 
 
-def _wait_for_signal() -> None:
+def _serve_until_signal(platform: Platform, server: Listener, label: str) -> None:
+    """Run ``server`` with the journal sequencer beside it until SIGINT/SIGTERM."""
+    from hdsvault.api.background import JournalSequencerThread
+
+    sequencer = JournalSequencerThread(platform)
+    sequencer.start()
+    where = server.start()
+    console.print(f"{label} listening on {where[0]}:{where[1]}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        sequencer.stop()
+
+
+class Listener(Protocol):
+    def start(self) -> tuple[str, int]: ...
+    def stop(self) -> None: ...
 
 
 @dicom_app.command("serve")
@@ -36,7 +53,6 @@ def dicom_serve(
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
 ) -> None:
     """Serve DIMSE for the peers of [[dicom.peers]]."""
-    from hdsvault.api.background import JournalSequencerThread
     from hdsvault.dicom.server import DimseServer
     from hdsvault.imaging.store import ImagingStore
     from hdsvault.logs import configure_logging
@@ -51,16 +67,9 @@ def dicom_serve(
         cfg.dicom.port = port
     with opened_platform() as platform:
         store = ImagingStore(platform)
-        server = DimseServer(store)
-        sequencer = JournalSequencerThread(platform)
-        sequencer.start()
-        where = server.start()
-        console.print(f"DICOM {cfg.dicom.ae_title} listening on {where[0]}:{where[1]}")
         try:
-            _wait_for_signal()
+            _serve_until_signal(platform, DimseServer(store), f"DICOM {cfg.dicom.ae_title}")
         finally:
-            server.stop()
-            sequencer.stop()
             store.close()
 
 
@@ -70,7 +79,6 @@ def hl7_serve(
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
 ) -> None:
     """Serve HL7 v2 over MLLP for the senders of [[hl7.senders]]."""
-    from hdsvault.api.background import JournalSequencerThread
     from hdsvault.hl7v2.server import MllpServer
     from hdsvault.logs import configure_logging
 
@@ -83,13 +91,4 @@ def hl7_serve(
     if port:
         cfg.hl7.port = port
     with opened_platform() as platform:
-        server = MllpServer(platform)
-        sequencer = JournalSequencerThread(platform)
-        sequencer.start()
-        where = server.start()
-        console.print(f"HL7 MLLP listening on {where[0]}:{where[1]}")
-        try:
-            _wait_for_signal()
-        finally:
-            server.stop()
-            sequencer.stop()
+        _serve_until_signal(platform, MllpServer(platform), "HL7 MLLP")

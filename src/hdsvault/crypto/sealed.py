@@ -64,6 +64,17 @@ def hl7_message_context(tenant: str, message_id: str, part: str = "message") -> 
     return SealContext(tenant, "hl7v2/" + part, message_id, 1)
 
 
+def _meta_column(table: Table, kind: str) -> SealedColumn:
+    """The sealed ``meta`` column of an imaging index table (study, series, instance)."""
+    return SealedColumn(
+        table=table,
+        body=table.c.meta,
+        key_version=table.c.key_version,
+        tenant=table.c.tenant_id,
+        context=lambda row: imaging_meta_context(kind, row.tenant_id, row.id),
+    )
+
+
 SEALED_COLUMNS: tuple[SealedColumn, ...] = (
     SealedColumn(
         table=resource_versions,
@@ -74,26 +85,13 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
             row.tenant_id, row.resource_type, row.resource_id, row.version_id
         ),
     ),
-    SealedColumn(
-        table=imaging_studies,
-        body=imaging_studies.c.meta,
-        key_version=imaging_studies.c.key_version,
-        tenant=imaging_studies.c.tenant_id,
-        context=lambda row: imaging_meta_context("imaging/study", row.tenant_id, row.id),
-    ),
-    SealedColumn(
-        table=imaging_series,
-        body=imaging_series.c.meta,
-        key_version=imaging_series.c.key_version,
-        tenant=imaging_series.c.tenant_id,
-        context=lambda row: imaging_meta_context("imaging/series", row.tenant_id, row.id),
-    ),
-    SealedColumn(
-        table=imaging_instances,
-        body=imaging_instances.c.meta,
-        key_version=imaging_instances.c.key_version,
-        tenant=imaging_instances.c.tenant_id,
-        context=lambda row: imaging_meta_context("imaging/instance-meta", row.tenant_id, row.id),
+    *(
+        _meta_column(table, kind)
+        for table, kind in (
+            (imaging_studies, "imaging/study"),
+            (imaging_series, "imaging/series"),
+            (imaging_instances, "imaging/instance-meta"),
+        )
     ),
     SealedColumn(
         table=hl7_messages,
