@@ -104,6 +104,15 @@ class FhirSettings(BaseModel):
         default_factory=list,
         description="Absolute base URLs of this server: references to them are local",
     )
+    export_retention_hours: int = Field(
+        default=24, ge=1, le=24 * 30, description="Bulk $export files are deleted after this"
+    )
+    export_part_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="Bulk $export: NDJSON bytes per sealed part (bounds memory per job)",
+    )
 
 
 class SiemSinkSettings(BaseModel):

@@ -128,7 +128,9 @@ def init_platform(settings: Settings) -> list[str]:
     try:
         if not migrate.is_up_to_date(engine):
             migrate.upgrade(engine)
-            done.append("database schema migrated to " + str(migrate.head_revision()))
+            done.append(
+                "database schema migrated to " + ", ".join(sorted(migrate.head_revisions()))
+            )
         keyring = Keyring(engine, kek)
         with engine.begin() as conn:
             if (

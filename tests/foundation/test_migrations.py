@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from hdsvault.db.engine import create_db_engine
-from hdsvault.db.migrate import current_revision, head_revision, upgrade
+from hdsvault.db.migrate import current_revisions, head_revisions, upgrade
 from hdsvault.db.schema import metadata
 
 
@@ -19,7 +19,7 @@ def test_revisions_build_the_declared_schema(db_url: str) -> None:
     engine = create_db_engine(db_url)
     try:
         upgrade(engine)
-        assert current_revision(engine) == head_revision()
+        assert current_revisions(engine) == head_revisions()
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
         assert diff == [], f"migrations and db/schema.py differ: {diff}"

@@ -22,7 +22,7 @@ from hdsvault.access.context import register_patient_context
 from hdsvault.access.oidc import OidcVerifier
 from hdsvault.api import access_admin, dicomweb
 from hdsvault.api.auth import CurrentPrincipal
-from hdsvault.api.background import JournalSequencerThread
+from hdsvault.api.background import JournalSequencerThread, export_expiry
 from hdsvault.api.fhir import mount_fhir
 from hdsvault.api.observability import RequestObservability
 from hdsvault.api.perimeter import Perimeter
@@ -38,8 +38,9 @@ def create_app(platform: Platform) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        sequencer = JournalSequencerThread(platform)
-        sequencer.start()
+        tasks = [JournalSequencerThread(platform), export_expiry(platform)]
+        for task in tasks:
+            task.start()
         control = access_control.AccessControl.open(
             platform.engine, platform.keyring, platform.settings.access
         )
@@ -57,7 +58,8 @@ def create_app(platform: Platform) -> FastAPI:
                 register_patient_context(previous_context)
             access_control.uninstall(control)
             oidc.close()
-            sequencer.stop()
+            for task in tasks:
+                task.stop()
             platform.close()
 
     app = FastAPI(

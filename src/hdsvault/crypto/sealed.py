@@ -64,6 +64,15 @@ def hl7_message_context(tenant: str, message_id: str, part: str = "message") -> 
     return SealContext(tenant, "hl7v2/" + part, message_id, 1)
 
 
+def bulk_export_context(tenant: str, job_id: str, part: str) -> SealContext:
+    """One sealed NDJSON part of a bulk ``$export`` job (``part`` is its file name).
+
+    Not registered in :data:`SEALED_COLUMNS`: parts live in the blob store for at most
+    ``fhir.export_retention_hours`` and are deleted, never rewrapped.
+    """
+    return SealContext(tenant, "bulk-export", job_id, part)
+
+
 def _meta_column(table: Table, kind: str) -> SealedColumn:
     """The sealed ``meta`` column of an imaging index table (study, series, instance)."""
     return SealedColumn(

@@ -22,20 +22,24 @@ def _config(engine: Engine) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database schema to ``revision`` (default: the newest)."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Bring the database schema to ``revision`` (default: every newest revision).
+
+    ``heads`` rather than ``head``: revisions written in parallel branches (before a merge
+    revision joins them) are all applied instead of refusing to start.
+    """
     command.upgrade(_config(engine), revision)
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revisions(engine: Engine) -> frozenset[str]:
     with read_connection(engine) as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return frozenset(MigrationContext.configure(conn).get_current_heads())
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+def head_revisions() -> frozenset[str]:
+    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
 
 
 def is_up_to_date(engine: Engine) -> bool:
-    """True when the schema is at the newest migration (used by ``/readyz``)."""
-    return current_revision(engine) == head_revision()
+    """True when the schema is at the newest migrations (used by ``/readyz``)."""
+    return current_revisions(engine) == head_revisions()

@@ -433,3 +433,33 @@ backup_drills = Table(
     Column("report", Text, nullable=False, comment="canonical JSON, signed"),
     Column("signature", Text, nullable=False, comment="base64 Ed25519 (backup-signing key)"),
 )
+
+
+# -- bulk export --------------------------------------------------------------------------------
+# FHIR Bulk Data ``$export`` jobs (hdsvault.records.bulk_export). The files themselves are
+# sealed parts in the blob store; a row holds only technical facts: who asked (a principal's
+# subject), which resource types, since when, the state, and the manifest of sealed parts
+# (types, counts, blob keys). No health data.
+
+bulk_exports = Table(
+    "bulk_exports",
+    metadata,
+    Column("id", String(32), primary_key=True, comment="random; names the job in URLs"),
+    Column("tenant_id", String(9), ForeignKey("tenants.id"), nullable=False),
+    Column("requested_by", String(255), nullable=False, comment="principal subject"),
+    Column("request", Text, nullable=False, comment="the kick-off URL path and query"),
+    Column("types", Text, nullable=False, comment="JSON array; empty = every type"),
+    Column("since", DateTime(timezone=True)),
+    Column(
+        "status", String(16), nullable=False, comment="accepted|running|completed|failed|cancelled"
+    ),
+    Column("written", Integer, nullable=False, comment="resources written so far"),
+    Column("parts", Text, nullable=False, comment="JSON array of sealed parts"),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("transaction_time", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_bulk_exports_tenant_created", bulk_exports.c.tenant_id, bulk_exports.c.created_at)
+Index("ix_bulk_exports_expires", bulk_exports.c.expires_at)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from hdsvault.api.fhir import errors
+from hdsvault.api.fhir import bulk_export, errors
 from hdsvault.api.fhir.routes import router
 from hdsvault.platform import Platform
 from hdsvault.records.store import RecordStore
@@ -21,6 +21,7 @@ def create_fhir_app(platform: Platform, oidc_verifier: object | None = None) -> 
     app.state.oidc_verifier = oidc_verifier  # read by api.auth for OpenID Connect tokens
     app.state.record_store = RecordStore(platform)
     errors.install(app)
+    app.include_router(bulk_export.router)  # before /{finess}/{type}: '$export' is no type
     app.include_router(router)
     app.add_middleware(errors.CrashToOutcome)
     return app
