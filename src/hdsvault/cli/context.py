@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hdsvault.config import ConfigError, Settings, config_path, load_settings
 from hdsvault.crypto.errors import CryptoError
@@ -62,5 +63,6 @@ def operator_name() -> str:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``message`` as plain text (brackets such as ``[dicom]`` are not markup), exit."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +14,9 @@ import typer
 from hdsvault import __version__
 from hdsvault.cli import access, backup, drill, imaging, journal, keys, records, tenant, token
 from hdsvault.cli.context import config_file, console, fail, set_config_file, settings
+from hdsvault.config import Settings
 from hdsvault.crypto.errors import CryptoError
-from hdsvault.platform import init_platform
+from hdsvault.platform import Platform, init_platform
 
 app = typer.Typer(help="hdsvault: HDS-grade health-data host.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -70,40 +73,45 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
-    """Serve the HTTP API (FHIR, admin, probes, metrics)."""
-    import uvicorn
-
+    """Serve the HTTP API (FHIR, admin, probes, metrics), and DICOM / HL7 when enabled."""
     from hdsvault.api.app import create_app
     from hdsvault.cli.context import opened_platform
     from hdsvault.logs import configure_logging
 
     cfg = settings()
     configure_logging(cfg.logging.level, json_output=cfg.logging.json_output)
-    bind_host = host or cfg.server.host
-    bind_port = port or cfg.server.port
     n_workers = workers or cfg.server.workers
-    common = {
-        "host": bind_host,
-        "port": bind_port,
-        "log_config": None,
-        "access_log": False,
-        "server_header": False,
-        "h11_max_incomplete_event_size": 64 * 1024,
-        "timeout_keep_alive": 5,
-        # A worker importing the app on a loaded host can take longer than uvicorn's 5 s.
-        "timeout_worker_healthcheck": 60,
-    }
     if n_workers == 1 or cfg.perimeter.zones or cfg.tls.enabled:
         # One process: a listener per zone, TLS, slow-client guard (api/listeners.py).
         from hdsvault.api import listeners
 
         if n_workers != 1:
             console.print("zones and TLS are served by one process: --workers ignored")
-        with opened_platform() as platform:  # refuse to start before binding the port
+        with opened_platform() as platform, _protocols(platform):  # fail before binding
             listeners.serve(create_app(platform), cfg, host=host, port=port)
         return
-    with opened_platform():
-        pass
+    with opened_platform() as platform, _protocols(platform):
+        _serve_workers(cfg, host or cfg.server.host, port or cfg.server.port, n_workers)
+
+
+@contextmanager
+def _protocols(platform: Platform) -> Iterator[None]:
+    """The enabled DIMSE / MLLP listeners around the HTTP server (a clear error if unusable)."""
+    from hdsvault.cli.protocol_listeners import ListenerConfigError, protocol_listeners
+
+    try:
+        with protocol_listeners(platform) as started:
+            for line in started:
+                console.print(f"{line}")
+            yield
+    except ListenerConfigError as exc:
+        fail(str(exc), code=2)
+
+
+def _serve_workers(cfg: Settings, host: str, port: int, n_workers: int) -> None:
+    """Several HTTP worker processes under uvicorn's supervisor (this process)."""
+    import uvicorn
+
     metrics_dir = cfg.data_dir / "run" / "prometheus"
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
@@ -116,5 +124,13 @@ def serve(
         "hdsvault.api.app:create_app_from_config",
         factory=True,
         workers=n_workers,
-        **common,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        h11_max_incomplete_event_size=64 * 1024,
+        timeout_keep_alive=5,
+        # A worker importing the app on a loaded host can take longer than uvicorn's 5 s.
+        timeout_worker_healthcheck=60,
     )

@@ -1,0 +1,157 @@
+"""DICOM and HL7 listeners as an operator runs them: inside ``hdsvault serve`` when enabled,
+or alone (``hdsvault dicom serve``, ``hdsvault hl7 serve``); real processes, real peers
+(dcmtk's ``echoscu``, python-hl7's MLLP client), stopped by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hl7
+import httpx
+import pytest
+from hl7.client import MLLPClient
+
+from support.components import require_component
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
+from samples import adt_a01
+
+TENANT = "750712184"
+ECHOSCU = "/usr/bin/echoscu"  # dcmtk's (pynetdicom installs a Python tool of the same name)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(port: int, proc: subprocess.Popen[str], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not listening(port):
+        if proc.poll() is not None:
+            raise AssertionError(f"exited with {proc.returncode}: {proc.communicate()[1][-2000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing listens on {port} after {seconds} s")
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    return proc.returncode
+
+
+@pytest.fixture
+def ports() -> dict[str, int]:
+    return {"http": free_port(), "dicom": free_port(), "hl7": free_port()}
+
+
+@pytest.fixture
+def configured(tmp_path: Path, ports: dict[str, int]) -> Iterator[list[str]]:
+    """``hdsvault --config FILE`` of an initialised platform with one tenant, both enabled."""
+    if not shutil.which(ECHOSCU):
+        require_component("dcmtk", f"{ECHOSCU} not found (apt install dcmtk)")
+    cfg = tmp_path / "hdsvault.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp_path / "var"}"\n'
+        f"[dicom]\nenabled = true\nport = {ports['dicom']}\n"
+        f'[[dicom.peers]]\nae_title = "ECHOSCU"\ntenant = "{TENANT}"\n'
+        f"[hl7]\nenabled = true\nport = {ports['hl7']}\n"
+        f'[[hl7.senders]]\napplication = "SIH_ADT"\ntenant = "{TENANT}"\n'
+    )
+    base = ["hdsvault", "--config", str(cfg)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HDSVAULT_")}
+    subprocess.run([*base, "init"], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [*base, "tenant", "add", TENANT, "--name", "CHU test"],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    yield base
+
+
+def popen(args: list[str]) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HDSVAULT_")}
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def echo(port: int) -> int:
+    return subprocess.run(
+        [ECHOSCU, "-aet", "ECHOSCU", "-aec", "HDSVAULT", "127.0.0.1", str(port)],
+        capture_output=True,
+        timeout=60,
+    ).returncode
+
+
+def ack_code(port: int) -> str:
+    with MLLPClient("127.0.0.1", port, encoding="utf-8") as client:
+        raw = client.send_message(adt_a01("SERVE-1").encode("utf-8"))
+    return str(hl7.parse(raw.decode("utf-8").strip("\x0b\x1c\r")).segment("MSA")[1])
+
+
+def test_serve_runs_the_enabled_listeners_and_stops_them(
+    configured: list[str], ports: dict[str, int]
+) -> None:
+    server = popen([*configured, "serve", "--port", str(ports["http"])])
+    try:
+        wait_for(ports["http"], server)
+        assert httpx.get(f"http://127.0.0.1:{ports['http']}/readyz", timeout=10).status_code == 200
+        assert listening(ports["dicom"]) and listening(ports["hl7"])
+        assert echo(ports["dicom"]) == 0
+        assert ack_code(ports["hl7"]) == "AA"
+    finally:
+        assert stop(server) == 0
+    assert not listening(ports["dicom"]) and not listening(ports["hl7"])
+
+
+@pytest.mark.parametrize("listener", ["dicom", "hl7"])
+def test_each_listener_alone_answers_and_stops_on_sigterm(
+    configured: list[str], ports: dict[str, int], listener: str
+) -> None:
+    proc = popen([*configured, listener, "serve"])
+    try:
+        wait_for(ports[listener], proc)
+        if listener == "dicom":
+            assert echo(ports["dicom"]) == 0
+        else:
+            assert ack_code(ports["hl7"]) == "AA"
+        assert not listening(ports["http"])
+    finally:
+        assert stop(proc) == 0
+    assert not listening(ports[listener])
+
+
+def test_enabled_without_peers_is_refused_before_binding(tmp_path: Path) -> None:
+    cfg = tmp_path / "hdsvault.toml"
+    port = free_port()
+    cfg.write_text(f'data_dir = "{tmp_path / "var"}"\n[dicom]\nenabled = true\n')
+    subprocess.run(["hdsvault", "--config", str(cfg), "init"], check=True, capture_output=True)
+    out = subprocess.run(
+        ["hdsvault", "--config", str(cfg), "serve", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "dicom.peers" in out.stdout + out.stderr
+    assert not listening(port)
