@@ -251,12 +251,15 @@ class _Backup:
             nodes.append(node)
             if futures is not None:
                 pending.append((node, futures))
+        return self.save_tree(nodes, pending)
+
+    def save_tree(
+        self, nodes: list[Node], pending: list[tuple[Node, list[Future[bytes]]]]
+    ) -> bytes:
+        """Store a tree once the chunks of its files (``pending``, still hashing) are known."""
         for node, futures in pending:
             node.chunks = [f.result() for f in futures]
             self.ids.update(node.chunks)
-        return self.save_tree(nodes)
-
-    def save_tree(self, nodes: list[Node]) -> bytes:
         tree_id = self.store.store(BlobType.TREE, encode_tree(nodes))
         self.ids.add(tree_id)
         return tree_id
@@ -273,10 +276,7 @@ class _Backup:
                 nodes.append(node)
                 if futures is not None:
                     pending.append((node, futures))
-        for node, futures in pending:
-            node.chunks = [f.result() for f in futures]
-            self.ids.update(node.chunks)
-        return self.save_tree(nodes)
+        return self.save_tree(nodes, pending)
 
 
 def backup(
