@@ -12,7 +12,18 @@ from typing import Annotated
 import typer
 
 from hdsvault import __version__
-from hdsvault.cli import access, backup, drill, imaging, journal, keys, records, tenant, token
+from hdsvault.cli import (
+    access,
+    backup,
+    drill,
+    imaging,
+    journal,
+    keys,
+    records,
+    tenant,
+    token,
+    verify,
+)
 from hdsvault.cli.context import config_file, console, fail, set_config_file, settings
 from hdsvault.config import Settings
 from hdsvault.crypto.errors import CryptoError
@@ -30,6 +41,7 @@ records.register(app)  # hdsvault import / hdsvault export
 imaging.register(app)  # hdsvault dicom serve / hdsvault hl7 serve
 app.add_typer(backup.app, name="backup")
 app.add_typer(drill.app, name="drill")
+verify.register(app)  # hdsvault verify
 
 
 @app.callback()
