@@ -2,10 +2,15 @@
 
 A read must be journaled durably before its data leaves the server (invariant 2), and a
 durable commit costs an fsync (~1 ms on common disks): one transaction per read caps a server
-at about a thousand journaled reads per second, whatever its CPU. Here request threads hand
-their entry to one writer thread and wait; the writer commits everything that arrived while
-the previous commit was being flushed, then wakes every waiter. Each caller still returns
-only after *its* entry is durable, and a failed commit fails every caller of that batch.
+at about a thousand journaled reads per second, whatever its CPU. Here request threads add
+their entry to the *open batch* and wait; one writer thread takes the whole open batch as soon
+as the previous commit is flushed, commits it in one transaction, then wakes its waiters with
+a single event. Each caller still returns only after *its* entry is durable, and a failed
+commit fails every caller of that batch.
+
+A batch is everything that arrived during the previous commit, so batches grow with load by
+themselves; the per-entry cost for a caller is one list append under a lock and one wait,
+which is what lets many request threads share one writer (no per-entry future or queue item).
 
 Writes do not come here: their entry must commit in the write's own transaction
 (invariant 1), so they call :func:`hdsvault.journal.store.append` with their connection.
@@ -13,73 +18,76 @@ Writes do not come here: their entry must commit in the write's own transaction
 
 from __future__ import annotations
 
-import queue
 import threading
-from concurrent.futures import Future
-from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
 from hdsvault.journal.entry import JournalEntry
 from hdsvault.journal.store import append_many
 
-MAX_BATCH = 2000
 
+class _Batch:
+    """Entries committed together, and how their callers learn the outcome."""
 
-@dataclass
-class _Pending:
-    entry: JournalEntry
-    done: Future[None]
+    __slots__ = ("done", "entries", "error")
+
+    def __init__(self) -> None:
+        self.entries: list[JournalEntry] = []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
 
 
 class GroupCommitJournal:
     """Durable appends with group commit; one instance (and one writer thread) per process."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="journal-group-commit", daemon=True)
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._open = _Batch()
         self._closed = False
+        self._thread = threading.Thread(target=self._run, name="journal-group-commit", daemon=True)
         self._thread.start()
 
     def record(self, entry: JournalEntry, timeout: float | None = 30.0) -> None:
         """Return once ``entry`` is committed durably; raise what the commit raised."""
-        if self._closed:
-            raise RuntimeError("the journal writer is closed")
-        pending = _Pending(entry, Future())
-        self._queue.put(pending)
-        pending.done.result(timeout)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the journal writer is closed")
+            batch = self._open
+            batch.entries.append(entry)
+            if len(batch.entries) == 1:
+                self._arrived.notify()
+        if not batch.done.wait(timeout):
+            raise TimeoutError("the journal entry was not committed in time")
+        if batch.error is not None:
+            raise batch.error
 
     def close(self) -> None:
-        """Commit what is queued, then stop the writer thread."""
-        if not self._closed:
+        """Commit what is waiting, then stop the writer thread."""
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            self._queue.put(None)
-            self._thread.join(timeout=30)
+            self._arrived.notify()
+        self._thread.join(timeout=30)
+
+    def _take(self) -> _Batch | None:
+        """Wait for entries, then hand over the open batch and open a new one."""
+        with self._lock:
+            while not self._open.entries and not self._closed:
+                self._arrived.wait()
+            batch = self._open
+            if not batch.entries:
+                return None  # closed, nothing left to commit
+            self._open = _Batch()
+            return batch
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+        while (batch := self._take()) is not None:
             try:
                 with self._engine.begin() as conn:
-                    append_many(conn, (p.entry for p in batch))
+                    append_many(conn, batch.entries)
             except BaseException as exc:  # every waiter of the batch learns it failed
-                for p in batch:
-                    p.done.set_exception(exc)
-            else:
-                for p in batch:
-                    p.done.set_result(None)
+                batch.error = exc
+            batch.done.set()

@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from hdsvault.db.engine import read_connection
 from hdsvault.db.schema import journal_checkpoints, journal_entries, journal_logs
 from hdsvault.journal import checkpoint as ckpt
 from hdsvault.journal.merkle import leaf_hash, root_at
 from hdsvault.journal.signer import JournalSigner
-from hdsvault.journal.store import canonical_row_bytes
+from hdsvault.journal.store import LEAF_SELECT, leaf_bytes, marker, time_text
 from hdsvault.journal.tree import DbNodeStore
 
 BATCH = 20_000
@@ -84,30 +84,24 @@ def _lock_log(conn: Connection, log_id: str) -> int:
 def integrate(conn: Connection, signer: JournalSigner, log_id: str) -> Integration:
     """Sequence up to :data:`BATCH` pending entries of ``log_id`` and sign a checkpoint."""
     size = _lock_log(conn, log_id)
-    rows = conn.execute(
-        select(journal_entries)
-        .where(journal_entries.c.log_id == log_id, journal_entries.c.seq.is_(None))
-        .order_by(journal_entries.c.id)
-        .limit(BATCH)
+    m = marker(conn)
+    rows = conn.exec_driver_sql(
+        f"SELECT {LEAF_SELECT}, id FROM journal_entries "  # noqa: S608 (constants, markers)
+        f"WHERE log_id = {m} AND seq IS NULL ORDER BY id LIMIT {BATCH}",
+        (log_id,),
     ).all()
     if not rows:
         return Integration(log_id, size, size)
     nodes = DbNodeStore(conn, log_id)
     _check_last_checkpoint(conn, nodes, log_id, size)
-    updates = []
-    leaves = []
-    for offset, row in enumerate(rows):
-        seq = size + offset
-        h = leaf_hash(canonical_row_bytes(row, seq))
-        leaves.append(h)
-        updates.append(
-            {"_id": row.id, "seq": seq, "leaf_hash": h, "mac": signer.leaf_mac(log_id, seq, h)}
-        )
-    conn.execute(
-        update(journal_entries)
-        .where(journal_entries.c.id == bindparam("_id"))
-        .values(seq=bindparam("seq"), leaf_hash=bindparam("leaf_hash"), mac=bindparam("mac")),
-        updates,
+    spell = time_text(conn)
+    leaves = [leaf_hash(leaf_bytes(row, seq, spell)) for seq, row in enumerate(rows, start=size)]
+    conn.exec_driver_sql(
+        f"UPDATE journal_entries SET seq = {m}, leaf_hash = {m}, mac = {m} WHERE id = {m}",  # noqa: S608
+        [
+            (seq, h, signer.leaf_mac(log_id, seq, h), row[-1])
+            for seq, (h, row) in enumerate(zip(leaves, rows, strict=True), start=size)
+        ],
     )
     new_size = size + len(rows)
     nodes.put_leaves(size, leaves)

@@ -12,8 +12,8 @@ straight from the stored columns (same bytes as :meth:`JournalEntry.canonical_by
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterable, Iterator, Sequence
+from binascii import b2a_base64
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,9 +21,7 @@ import orjson
 from sqlalchemy import Connection, Row, select
 
 from hdsvault.db.schema import journal_entries
-from hdsvault.journal.entry import JournalEntry, canonical_json, format_time, safe_text
-
-_STREAM_BATCH = 5000
+from hdsvault.journal.entry import JournalEntry, format_time, safe_text
 
 ENTRY_COLUMNS = (
     "log_id", "time", "event_type", "category", "action", "outcome", "severity", "actor",
@@ -32,57 +30,96 @@ ENTRY_COLUMNS = (
 )  # fmt: skip
 _TEXT_COLUMNS = tuple(c for c in ENTRY_COLUMNS if c not in ("time", "objects", "detail_sealed"))
 
+LEAF_KEYS = tuple(sorted((*ENTRY_COLUMNS, "seq")))
+"""The leaf's JSON keys in canonical (sorted) order; ``seq`` is the only one not a column."""
+_SEQ = LEAF_KEYS.index("seq")
+_TIME = LEAF_KEYS.index("time")
+_OBJECTS = LEAF_KEYS.index("objects")
+_SEALED = LEAF_KEYS.index("detail_sealed")
+LEAF_SELECT = ", ".join("NULL" if k == "seq" else k for k in LEAF_KEYS)
+"""SQL select list giving a row the shape :func:`leaf_bytes` reads (``seq`` left NULL)."""
 
-def _stored_time(conn: Connection, t: datetime) -> Any:
-    """A time as the dialect's DateTime column stores it (SQLite: naive UTC text)."""
-    utc = t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
-    if conn.dialect.name == "sqlite":
-        return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-    return utc
+RowBuilder = Callable[[JournalEntry], tuple[Any, ...]]
+TimeText = Callable[[Any], str]
 
 
-def _row_tuple(conn: Connection, e: JournalEntry) -> tuple[Any, ...]:
-    def text(v: str | None) -> str | None:
-        return None if v is None else safe_text(v)
+def _text(v: str | None) -> str | None:
+    return v if v is None or v.isascii() else safe_text(v)
 
-    return (
-        e.log_id,
-        _stored_time(conn, e.time),
-        e.event_type,
-        e.category.value,
-        e.action.value,
-        e.outcome.value,
-        e.severity.value,
-        text(e.actor),
-        e.actor_role,
-        text(e.professional_id),
-        text(e.on_behalf_of),
-        orjson.dumps([safe_text(o) for o in e.objects]).decode(),
-        text(e.patient),
-        e.purpose_of_use,
-        text(e.source_address),
-        e.zone,
-        text(e.request_id),
-        e.detail_sealed,
+
+def _objects_json(objects: tuple[str, ...]) -> str:
+    try:
+        return orjson.dumps(objects).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate: store what the leaf will hash
+        return orjson.dumps([safe_text(o) for o in objects]).decode()
+
+
+def _sqlite_time(t: datetime) -> str:
+    """Naive UTC text, exactly as SQLAlchemy's SQLite DateTime stores and compares it."""
+    if t.tzinfo is not UTC and t.tzinfo is not None:
+        t = t.astimezone(UTC)
+    return t.isoformat(" ", "microseconds")[:26]
+
+
+def _pg_time(t: datetime) -> datetime:
+    return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def row_builder(conn: Connection) -> RowBuilder:
+    """The function turning an entry into its ``ENTRY_COLUMNS`` tuple for ``conn``'s dialect.
+
+    Chosen once per batch: appends are the hottest path of the platform (every read of health
+    data makes one), so the per-entry work is a single tuple expression.
+    """
+    stored_time: Callable[[datetime], Any] = (
+        _sqlite_time if conn.dialect.name == "sqlite" else _pg_time
     )
+
+    def build(e: JournalEntry) -> tuple[Any, ...]:
+        return (
+            e.log_id,
+            stored_time(e.time),
+            e.event_type,
+            e.category.value,
+            e.action.value,
+            e.outcome.value,
+            e.severity.value,
+            _text(e.actor),
+            e.actor_role,
+            _text(e.professional_id),
+            _text(e.on_behalf_of),
+            _objects_json(e.objects),
+            _text(e.patient),
+            e.purpose_of_use,
+            _text(e.source_address),
+            e.zone,
+            _text(e.request_id),
+            e.detail_sealed,
+        )
+
+    return build
+
+
+def marker(conn: Connection) -> str:
+    """The driver's positional parameter marker (``?`` for sqlite3, ``%s`` for psycopg)."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def _insert_sql(conn: Connection) -> str:
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     return (
         f"INSERT INTO journal_entries ({', '.join(ENTRY_COLUMNS)}) "  # noqa: S608 (constants)
-        f"VALUES ({', '.join([marker] * len(ENTRY_COLUMNS))})"
+        f"VALUES ({', '.join([marker(conn)] * len(ENTRY_COLUMNS))})"
     )
 
 
 def append(conn: Connection, entry: JournalEntry) -> None:
     """Record ``entry`` in the current transaction of ``conn``."""
-    conn.exec_driver_sql(_insert_sql(conn), _row_tuple(conn, entry))
+    conn.exec_driver_sql(_insert_sql(conn), row_builder(conn)(entry))
 
 
 def append_many(conn: Connection, entries: Iterable[JournalEntry]) -> int:
     """Record several entries in one statement (batch importers, group commit)."""
-    rows = [_row_tuple(conn, e) for e in entries]
+    rows = list(map(row_builder(conn), entries))
     if rows:
         conn.exec_driver_sql(_insert_sql(conn), rows)
     return len(rows)
@@ -94,16 +131,37 @@ def _utc(t: datetime | str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def canonical_row_bytes(row: Row[Any], seq: int) -> bytes:
-    """Leaf bytes of a stored entry at index ``seq``, without building a JournalEntry."""
-    m = row._mapping
-    data: dict[str, Any] = {c: m[c] for c in _TEXT_COLUMNS}
-    data["time"] = format_time(_utc(m["time"]))
-    data["objects"] = orjson.loads(m["objects"])
-    sealed = m["detail_sealed"]
-    data["detail_sealed"] = base64.b64encode(sealed).decode() if sealed else None
-    data["seq"] = seq
-    return canonical_json(data)
+def _sqlite_time_text(stored: str) -> str:
+    """Canonical spelling of a time stored by :func:`_sqlite_time`, without parsing it.
+
+    Only the exact stored shape is accepted: any other text (edited by hand) gets a spelling
+    no leaf can contain, so it is reported as an alteration rather than silently normalised.
+    """
+    if len(stored) == 26 and stored[10] == " ":
+        return stored[:10] + "T" + stored[11:] + "Z"
+    return "not a stored time: " + stored
+
+
+def time_text(conn: Connection) -> TimeText:
+    """How to spell a fetched ``time`` column canonically on ``conn``'s dialect."""
+    return _sqlite_time_text if conn.dialect.name == "sqlite" else format_time
+
+
+def leaf_bytes(row: Sequence[Any], seq: int, spell: TimeText) -> bytes:
+    """Leaf bytes of entry ``seq`` from a row selected with :data:`LEAF_SELECT` first.
+
+    ``spell`` is :func:`time_text` of the connection; columns selected after those are
+    ignored. Byte-identical to :meth:`JournalEntry.canonical_bytes`: the values are placed in
+    sorted key order, so orjson needs no key sorting, and nothing is converted that need not be.
+    The verifier spends its time here, once per entry.
+    """
+    values = list(row)
+    values[_SEQ] = seq
+    values[_TIME] = spell(values[_TIME])
+    values[_OBJECTS] = orjson.loads(values[_OBJECTS])
+    sealed = values[_SEALED]
+    values[_SEALED] = b2a_base64(sealed, newline=False).decode() if sealed else None
+    return orjson.dumps(dict(zip(LEAF_KEYS, values, strict=False)))  # extra columns: ignored
 
 
 def row_to_entry(row: Row[Any]) -> JournalEntry:
@@ -129,19 +187,3 @@ def entries_after(conn: Connection, log_id: str, after_seq: int, limit: int) -> 
         .limit(limit)
     ).all()
     return [row_to_entry(r) for r in rows]
-
-
-def stream_sequenced(conn: Connection, log_id: str) -> Iterator[Row[Any]]:
-    """Every sequenced row of ``log_id`` in seq order, fetched in bounded batches."""
-    last = -1
-    while True:
-        rows: Sequence[Row[Any]] = conn.execute(
-            select(journal_entries)
-            .where(journal_entries.c.log_id == log_id, journal_entries.c.seq > last)
-            .order_by(journal_entries.c.seq)
-            .limit(_STREAM_BATCH)
-        ).all()
-        yield from rows
-        if len(rows) < _STREAM_BATCH:
-            return
-        last = rows[-1].seq
