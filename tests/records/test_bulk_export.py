@@ -210,3 +210,35 @@ def test_clinicians_may_not_export_and_the_refusal_is_journaled(fhir: Fhir) -> N
 def test_capability_statement_lists_export(fhir: Fhir) -> None:
     body = fhir.get("/metadata").json()
     assert "export" in [o["name"] for o in body["rest"][0]["operation"]]
+
+
+def test_a_real_client_polls_until_the_manifest(live_server: Any) -> None:
+    """Under uvicorn the job runs after the 202: the client polls as the IG describes."""
+    import time
+
+    import httpx
+
+    auth = {"Authorization": f"Bearer {live_server.token}"}
+    service_token = token_for(live_server.platform, TENANT, Role.SERVICE)
+    httpx.post(
+        f"{live_server.url}/Patient",
+        json=patient(family=MARKER),
+        headers={**auth, "Content-Type": "application/fhir+json"},
+    ).raise_for_status()
+    headers = {"Authorization": f"Bearer {service_token}"}
+    kick = httpx.get(f"{live_server.url}/$export", headers={**headers, **ASYNC})
+    assert kick.status_code == 202
+    status_url = kick.headers["Content-Location"]
+    deadline = time.monotonic() + 30
+    while True:
+        r = httpx.get(status_url, headers=headers)
+        if r.status_code != 202:
+            break
+        assert "Retry-After" in r.headers and "X-Progress" in r.headers
+        assert time.monotonic() < deadline, "the export never completed"
+        time.sleep(0.05)
+    assert r.status_code == 200, r.text
+    (output,) = r.json()["output"]
+    ndjson = httpx.get(output["url"], headers=headers)
+    assert ndjson.status_code == 200
+    assert MARKER in ndjson.text

@@ -52,6 +52,10 @@ _FAILURE_REASON = {
     Kind.NOT_FOUND: 0x0110,
 }
 _lock = threading.Lock()
+STREAM_PIECE = 1024 * 1024
+"""WADO-RS bodies are handed to the server in pieces of about this size: each piece is one hop
+from the event loop to a worker thread, so small pieces (part headers, small instances) are
+joined rather than sent one by one."""
 _RESERVED = {"limit", "offset", "includefield", "fuzzymatching", "count"}
 
 
@@ -339,14 +343,14 @@ async def _retrieve(
     boundary = multipart.new_boundary()
 
     def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+        keys = retrieve.data_keys(store, caller.tenant)
         for ref in refs:
             ctype = f"application/dicom; transfer-syntax={ref.transfer_syntax_uid}"
-            yield ctype, retrieve.stream(store, caller.tenant, ref)
+            yield ctype, retrieve.stream(store, caller.tenant, ref, keys)
 
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    return StreamingResponse(
-        iterate_in_threadpool(multipart.frame(parts(), boundary)), media_type=media
-    )
+    body = multipart.coalesce(multipart.frame(parts(), boundary), STREAM_PIECE)
+    return StreamingResponse(iterate_in_threadpool(body), media_type=media)
 
 
 @router.get("/studies/{study}")
@@ -463,7 +467,8 @@ async def wado_frames(
         refs = await run_in_threadpool(
             retrieve.locate, store, caller, [study], [series], [sop], what="frames"
         )
-        data = await run_in_threadpool(retrieve.read, store, caller.tenant, refs[0])
+        keys = await run_in_threadpool(retrieve.data_keys, store, caller.tenant)
+        data = await run_in_threadpool(retrieve.read, store, caller.tenant, refs[0], keys)
         frames, ctype = await run_in_threadpool(retrieve.frames, data, wanted)
     except ImagingError as exc:
         return _error(exc)

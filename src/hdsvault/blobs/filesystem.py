@@ -1,8 +1,10 @@
 """The default blob backend: files under ``<data_dir>/blobs`` (included in backups of data_dir).
 
-Atomic and durable writes: the payload goes to a temporary file in the target directory,
+Atomic and durable writes: a replacement goes to a temporary file in the target directory,
 which is fsynced, renamed over the final name and then the directory is fsynced, so after a
-crash a key holds either its previous content or the complete new one (invariant 4). Files
+crash a key holds either its previous content or the complete new one (invariant 4). A new
+key is written in place (see :func:`_create`): a crash mid-put leaves a partial file under a
+key nothing refers to yet (an orphan, harmless). Files
 and directories are created private (0600/0700): they hold ciphertext only, but nobody else
 needs them.
 """
@@ -46,10 +48,13 @@ class FilesystemBlobStore:
     def put(self, key: str, data: Payload) -> BlobInfo:
         path = self._path(key)
         self._ensure_dir(path.parent)
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         hasher = Hasher()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd, tmp = _create(path)
+        except OSError as exc:
+            raise BlobError(f"cannot write blob {key}: {exc.strerror or exc}") from None
+        written_to = tmp or path  # what to remove if the put fails: only a file it created
+        try:
             try:
                 for chunk in _chunks(data):
                     view = memoryview(chunk)
@@ -60,12 +65,15 @@ class FilesystemBlobStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            if tmp is not None:
+                os.replace(tmp, path)
             _fsync_dir(path.parent)
-        except OSError as exc:
+        except BaseException as exc:  # the payload's iterator may fail too: leave nothing
             with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise BlobError(f"cannot write blob {key}: {exc.strerror or exc}") from None
+                written_to.unlink()
+            if isinstance(exc, OSError):
+                raise BlobError(f"cannot write blob {key}: {exc.strerror or exc}") from None
+            raise
         return hasher.info(key)
 
     def open(self, key: str) -> Iterator[bytes]:
@@ -105,6 +113,23 @@ class FilesystemBlobStore:
 
     def close(self) -> None:
         pass
+
+
+def _create(path: Path) -> tuple[int, Path | None]:
+    """Open the file a put writes: ``(fd, temporary path to rename over path, or None)``.
+
+    A key that does not exist yet is written in place. Nobody reads it before ``put`` returns
+    (the caller publishes a key only afterwards, e.g. by committing the row that names it), and
+    skipping the rename saves the second journal commit an fsynced rename costs: the file's
+    fsync already commits its new directory entry, so the directory fsync that follows (kept,
+    as POSIX asks) finds nothing left to write. Replacing an existing key goes through a
+    temporary file renamed over it, so readers see the old or the new blob, never a mix.
+    """
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), None
+    except FileExistsError:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
 
 
 def _read_chunks(f: object) -> Iterator[bytes]:

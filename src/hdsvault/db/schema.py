@@ -321,6 +321,11 @@ imaging_instances = Table(
     Column("blob_sha256", LargeBinary(32), nullable=False, comment="SHA-256 of the sealed blob"),
     Column("chunk_bytes", Integer, nullable=False),
     Column("key_version", Integer, nullable=False, comment="data-key version of meta"),
+    Column(
+        "blob_key_version",
+        Integer,
+        comment="data-key version of the blob; NULL: stored before it was recorded",
+    ),
     Column("meta", LargeBinary, nullable=False, comment="AEAD: instance attributes"),
     Column("source", String(255), nullable=False, comment="AE title or HTTP principal"),
     Column("created_at", DateTime(timezone=True), nullable=False),

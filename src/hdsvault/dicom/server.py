@@ -285,12 +285,13 @@ class DimseServer:
     def _datasets(
         self, event: Any, peer: Peer, refs: list[retrieve.InstanceRef]
     ) -> Iterator[tuple[int, Dataset | None]]:
+        keys = retrieve.data_keys(self.store, peer.tenant)
         for ref in refs:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
             try:
-                ds = dicomfile.load(retrieve.read(self.store, peer.tenant, ref))
+                ds = dicomfile.load(retrieve.read(self.store, peer.tenant, ref, keys))
             except ImagingError:
                 yield 0xA702, None  # out of resources: unable to perform sub-operations
                 continue

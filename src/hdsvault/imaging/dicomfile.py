@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
@@ -23,6 +26,11 @@ from hdsvault.imaging.attributes import INSTANCE_KEYS, SERIES_KEYS, STUDY_KEYS
 from hdsvault.imaging.errors import ImagingError, Kind
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_KEY_TAGS = tuple(sorted({int(t, 16) for t in (*STUDY_KEYS, *SERIES_KEYS, *INSTANCE_KEYS)}))
+"""What :func:`parse` reads and keeps: the key attributes (QIDO/C-FIND return and match on
+them; UIDs included). Why not the whole header: pydicom converts each element it keeps (tens
+of µs each) and a CT header has a few hundred; the others are only stepped over here.
+WADO-RS metadata converts the full header from the stored file when asked (:func:`full_json`)."""
 BULK_THRESHOLD = 1024
 Json = dict[str, Any]
 
@@ -67,7 +75,9 @@ def parse(data: bytes) -> ParsedInstance:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            ds = pydicom.dcmread(
+                io.BytesIO(data), stop_before_pixels=True, specific_tags=list(_KEY_TAGS)
+            )
     except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OverflowError) as exc:
         raise ImagingError(Kind.INVALID, f"unreadable DICOM header: {exc}"[:300]) from None
     except Exception as exc:  # pydicom raises a zoo of errors on corrupt input
@@ -88,21 +98,73 @@ def parse(data: bytes) -> ParsedInstance:
     return ParsedInstance(study_uid, series_uid, sop_uid, sop_class, ts, key_json(ds), data)
 
 
-_KEY_TAGS = tuple(sorted({int(t, 16) for t in (*STUDY_KEYS, *SERIES_KEYS, *INSTANCE_KEYS)}))
+_SPLIT_STRIPPED = frozenset({"CS", "UI", "DA", "TM", "DT", "AS"})
+"""VRs pydicom reads by stripping trailing spaces and NULs, then splitting on backslashes
+(``values.convert_string``; dates and times too, ``datetime_conversion`` being off)."""
+_SPLIT_EACH_STRIPPED = frozenset({"SH", "LO"})
+"""VRs pydicom reads by splitting on backslashes, then stripping each value
+(``values.convert_text``)."""
+_CHARSET = 0x00080005
+_IMPLICIT_VR = {t: str(dictionary_VR(t)) for t in _KEY_TAGS}
+_INTEGER = re.compile(r" *[+-]?[0-9]{1,11} *")
 
 
 def key_json(ds: Dataset) -> Json:
-    """DICOM JSON of the key attributes only (what QIDO/C-FIND return and match on).
+    """DICOM JSON of the key attributes :func:`parse` kept, as :func:`header_json` makes it.
 
-    Why not the whole header: pydicom converts ~1 ms per element and a CT header has a few
-    hundred, which would dominate ingest; WADO-RS metadata converts the full header from the
-    stored file when it is asked for (:func:`full_json`).
+    Why: pydicom's value conversion and JSON rendering cost tens of µs per element, most of
+    the CPU of a C-STORE. Plain values (codes, UIDs, dates, short ASCII texts, integer
+    strings, unsigned shorts) are rendered here straight from the raw bytes, with pydicom's
+    own rules (in implicit VR, with the VR of its dictionary); the others (person names,
+    decimals, sequences, any non-ASCII or escaped text) go through pydicom.
+    ``tests/imaging/test_dicomfile.py`` checks both give the same JSON.
     """
-    subset = Dataset()
-    for tag in _KEY_TAGS:
-        if tag in ds:
-            subset.add(ds[tag])
-    return header_json(subset)
+    plain: dict[str, Json | None] = {}
+    rest = Dataset()  # unconverted, so that header_json drops what pydicom finds invalid
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        attr = _plain_json(raw) if isinstance(raw, RawDataElement) else None
+        plain[f"{int(tag):08X}"] = attr
+        if attr is None:
+            rest[tag] = raw
+    if len(rest) and (charset := ds.get_item(_CHARSET)) is not None:
+        rest[_CHARSET] = charset  # texts are decoded with the data set's character set
+    converted = header_json(rest) if len(rest) else {}
+    out: Json = {}
+    for key, attr in plain.items():
+        if attr is not None:
+            out[key] = attr
+        elif key in converted:
+            out[key] = converted[key]
+    return out
+
+
+def _plain_json(raw: RawDataElement) -> Json | None:
+    vr = raw.VR or _IMPLICIT_VR.get(int(raw.tag))  # implicit VR: the dictionary's, as pydicom
+    value = raw.value
+    if vr is None or not isinstance(value, bytes):
+        return None
+    if vr == "US":
+        if not raw.is_little_endian or len(value) % 2:
+            return None
+        numbers = list(struct.unpack(f"<{len(value) // 2}H", value))
+        return {"vr": vr, "Value": numbers} if numbers else {"vr": vr}
+    if not value.isascii() or b"\x1b" in value:
+        return None
+    if vr == "IS":  # JSON numbers; anything but plain integers is left to pydicom
+        texts = value.decode("ascii").rstrip(" \x00").split("\\")
+        if texts == [""]:
+            return {"vr": vr}
+        if not all(_INTEGER.fullmatch(t) for t in texts):
+            return None
+        return {"vr": vr, "Value": [int(t) for t in texts]}
+    if vr in _SPLIT_STRIPPED:
+        items = value.decode("ascii").rstrip(" \x00").split("\\")
+    elif vr in _SPLIT_EACH_STRIPPED:
+        items = [v.rstrip("\x00 ") for v in value.decode("ascii").split("\\")]
+    else:
+        return None
+    return {"vr": vr} if items == [""] else {"vr": vr, "Value": items}
 
 
 def full_json(data: bytes) -> Json:

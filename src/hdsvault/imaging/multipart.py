@@ -84,3 +84,23 @@ def frame(items: Iterable[tuple[str, Iterable[bytes]]], boundary: str) -> Iterat
         yield from chunks
         yield b"\r\n"
     yield delim + b"--\r\n"
+
+
+def coalesce(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """``chunks`` regrouped into pieces of at least ``size`` bytes (the last one may be less).
+
+    A piece at least ``size`` long goes out as it is (no copy of large instances)."""
+    pending: list[bytes] = []
+    held = 0
+    for c in chunks:
+        if len(c) >= size and not pending:
+            yield c
+            continue
+        pending.append(c)
+        held += len(c)
+        if held >= size:
+            yield b"".join(pending)
+            pending.clear()
+            held = 0
+    if pending:
+        yield b"".join(pending)

@@ -9,12 +9,14 @@ segment when streamed).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from hdsvault.access.decision import Operation
 from hdsvault.blobs import BlobError, BlobNotFound
+from hdsvault.crypto.aead import DataKeys
 from hdsvault.crypto.errors import DecryptionError
 from hdsvault.db.engine import read_connection
 from hdsvault.db.schema import imaging_instances, imaging_series, imaging_studies
@@ -23,6 +25,7 @@ from hdsvault.imaging import journaling, sealing
 from hdsvault.imaging.dicomfile import Json, full_json, load
 from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
+from hdsvault.journal.entry import Outcome
 from hdsvault.records.model import Caller
 
 
@@ -127,27 +130,34 @@ def locate(
             (f"ImagingStudy/{r.study_id}", r.patient_ref),
             (f"DicomInstance/{r.id}", r.patient_ref),
         ]
-    from hdsvault.journal.entry import Outcome
-
     outcome = Outcome.SUCCESS if refs else Outcome.MINOR_FAILURE
-    with store.engine.begin() as conn:
-        journaling.record(
-            conn,
-            journaling.entries(
-                caller, journaling.RETRIEVE, touched, outcome=outcome, detail=detail
-            ),
-        )
+    journal = store.platform.durable_journal()
+    try:
+        for entry in journaling.entries(
+            caller, journaling.RETRIEVE, touched, outcome=outcome, detail=detail
+        ):
+            journal.record(entry)  # group commit: durable on return, shared with other reads
+    except (SQLAlchemyError, TimeoutError, RuntimeError) as exc:  # no trace, no data
+        raise ImagingError(Kind.UNAVAILABLE, f"journal unavailable: {exc}"[:300]) from None
     if not refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
     return refs
 
 
-def read(store: ImagingStore, tenant: str, ref: InstanceRef) -> bytes:
-    """The DICOM file of ``ref``, opened (call only after :func:`locate`)."""
+def data_keys(store: ImagingStore, tenant: str) -> DataKeys:
+    """The tenant's data keys, looked up once per retrieval and used for all its instances."""
     with read_connection(store.engine) as conn:
-        keys = store.keys(conn, tenant)
+        return store.keys(conn, tenant)
+
+
+def read(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -> bytes:
+    """The DICOM file of ``ref``, opened (call only after :func:`locate`)."""
     try:
-        blob = store.blobs.get(ref.blob_key)
+        try:
+            blob = store.blobs.get(ref.blob_key)
+        except BlobNotFound:
+            ref = _moved(store, tenant, ref)
+            blob = store.blobs.get(ref.blob_key)
         return sealing.open_blob(keys, tenant, ref.id, blob)
     except BlobNotFound:
         raise ImagingError(Kind.UNAVAILABLE, f"instance {ref.id}: blob missing") from None
@@ -155,11 +165,34 @@ def read(store: ImagingStore, tenant: str, ref: InstanceRef) -> bytes:
         raise ImagingError(Kind.UNAVAILABLE, f"instance {ref.id}: {exc}") from None
 
 
-def stream(store: ImagingStore, tenant: str, ref: InstanceRef) -> Iterator[bytes]:
-    """The DICOM file of ``ref`` in plaintext segments (for large instances)."""
+def stream(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -> Iterator[bytes]:
+    """The DICOM file of ``ref`` as plaintext pieces: memory of one AEAD segment at most.
+
+    An instance of one segment (most of them) is read in one call and opened in place; a
+    larger one is streamed segment by segment.
+    """
+    if ref.size <= store.chunk:
+        return iter((read(store, tenant, ref, keys),))
+    try:
+        parts = store.blobs.open(ref.blob_key)
+    except BlobNotFound:
+        ref = _moved(store, tenant, ref)
+        parts = store.blobs.open(ref.blob_key)
+    return sealing.open_stream(keys, tenant, ref.id, parts)
+
+
+def _moved(store: ImagingStore, tenant: str, ref: InstanceRef) -> InstanceRef:
+    """``ref`` with the blob key its row names now: a rewrap may have moved the blob (and
+    deleted the old one) since the instance was located. Raises BlobNotFound if it did not."""
     with read_connection(store.engine) as conn:
-        keys = store.keys(conn, tenant)
-    return sealing.open_stream(keys, tenant, ref.id, store.blobs.open(ref.blob_key))
+        key = conn.execute(
+            select(imaging_instances.c.blob_key).where(
+                imaging_instances.c.tenant_id == tenant, imaging_instances.c.id == ref.id
+            )
+        ).scalar_one_or_none()
+    if key is None or key == ref.blob_key:
+        raise BlobNotFound(f"no blob {ref.blob_key}")
+    return replace(ref, blob_key=str(key))
 
 
 def metadata(store: ImagingStore, caller: Caller, refs: Sequence[InstanceRef]) -> list[Json]:
@@ -168,8 +201,9 @@ def metadata(store: ImagingStore, caller: Caller, refs: Sequence[InstanceRef]) -
     Read from the stored files (opened one at a time): the index keeps key attributes only.
     """
     out: list[Json] = []
+    keys = data_keys(store, caller.tenant)
     for ref in refs:
-        meta = full_json(read(store, caller.tenant, ref))
+        meta = full_json(read(store, caller.tenant, ref, keys))
         meta["00020010"] = {"vr": "UI", "Value": [ref.transfer_syntax_uid]}
         out.append(dict(sorted(meta.items())))
     return out

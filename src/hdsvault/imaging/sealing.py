@@ -88,6 +88,21 @@ def _header(blob: bytes | memoryview) -> tuple[int, int]:
     return chunk, size
 
 
+def key_version(parts: Iterable[bytes]) -> int:
+    """The data-key version that sealed a blob given as a stream (read from segment 0's
+    envelope header; authenticated only when the blob is opened)."""
+    need = HEADER.size + OVERHEAD
+    head = bytearray()
+    for p in parts:
+        head += p
+        if len(head) >= need:
+            break
+    _header(bytes(head[: HEADER.size]))
+    if len(head) < need:
+        raise DecryptionError("instance blob is truncated (no first segment)")
+    return DataKeys.key_version_of(bytes(head[HEADER.size : need]))
+
+
 def open_blob(keys: DataKeys, tenant: str, item: str, blob: bytes) -> bytes:
     """The plaintext of a whole blob; any tampering raises :class:`DecryptionError`."""
     view = memoryview(blob)

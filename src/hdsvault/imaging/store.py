@@ -2,14 +2,19 @@
 
 Write path of a batch of instances (one STOW-RS request, or one C-STORE)::
 
-    authorize -> parse headers (pixel data untouched) -> seal each file (chunked AEAD)
-      -> put blobs (durable) -> BEGIN -> study/series get-or-create, instance rows,
-         blind-index tokens, journal entries -> COMMIT -> acknowledge
+    authorize -> parse headers (pixel data untouched) -> look up duplicates
+      -> seal + put blobs (durable, in background threads)  | seal attributes, tokens,
+                                                             | look up studies and series
+      -> wait for the blobs -> BEGIN -> create new studies/series, instance rows, tokens,
+         journal entries -> COMMIT -> acknowledge
 
-A blob is durable before its index row commits, and the index row, its tokens and its journal
-entry commit together (invariant 1). If the transaction fails the blobs just written are
-deleted; a crash in between leaves an unreferenced blob, which ``verify`` reports as an
-orphan, never an acknowledged instance without its data (invariant 4).
+The index transaction starts once the batch's blobs are durable, so a committed row always
+points to a durable blob, and the index row, its tokens and its journal entry commit together
+(invariant 1). What needs no write lock is done while the blobs are written, and the write
+lock is never held while waiting for a blob. A blob that fails fails its own instance only.
+If the transaction fails the blobs just written are deleted; a crash in between leaves an
+unreferenced blob (an orphan, harmless), never an acknowledged instance without its data
+(invariant 4).
 
 A SOP Instance UID already stored is not overwritten (first write wins, like Orthanc's
 default ``OverwriteInstances: false``): the store answers success and journals the attempt.
@@ -22,7 +27,8 @@ import json
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +53,8 @@ from hdsvault.records.model import Caller
 STUDY_KIND = "imaging/study"
 SERIES_KIND = "imaging/series"
 INSTANCE_META_KIND = "imaging/instance-meta"
+BLOB_WORKERS = 4
+"""Blob puts in flight per store: concurrent fsyncs share the file system's journal commits."""
 
 
 def meta_context(kind: str, tenant: str, item_id: str) -> SealContext:
@@ -82,12 +90,24 @@ class StoreOutcome:
 
 @dataclass
 class _Pending:
+    """One instance of a batch on its way in."""
+
     pos: int
     parsed: ParsedInstance
     instance_id: str
     key: str
-    sha256: bytes = b""
-    series_modality: list[str] = field(default_factory=list)
+    uid_token: bytes
+    sha256: bytes = b""  # of the sealed blob, once durable
+    meta: bytes = b""  # sealed key attributes
+    tokens: frozenset[bytes] = frozenset()  # blind-index tokens of the instance
+
+
+@dataclass(frozen=True)
+class _Known:
+    """Studies and series of a batch already in the index, found before the transaction."""
+
+    studies: dict[str, tuple[str, str | None]]  # study uid -> (id, patient_ref)
+    series: dict[str, tuple[str, str]]  # series uid -> (id, study id)
 
 
 class ImagingStore:
@@ -103,6 +123,7 @@ class ImagingStore:
         self.chunk = platform.settings.blobs.chunk_bytes
         self._fhir = fhir
         self._lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob-put")
 
     @property
     def fhir(self) -> Any:
@@ -116,6 +137,7 @@ class ImagingStore:
         return self._fhir
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True)
         self.blobs.close()
 
     # -- keys ---------------------------------------------------------------------------------
@@ -144,7 +166,11 @@ class ImagingStore:
     def store_many(
         self, caller: Caller, files: Sequence[bytes], *, source: str
     ) -> list[StoreOutcome]:
-        """Store DICOM files (Part 10); one outcome per file, in order."""
+        """Store DICOM files (Part 10); one outcome per file, in order.
+
+        Returns once every stored instance, its index rows and its journal entry are durable
+        (one transaction for the whole batch): only then may the caller acknowledge.
+        """
         journaling.allow(self.engine, caller, Operation.CREATE)
         outcomes: list[StoreOutcome | None] = [None] * len(files)
         parsed: list[tuple[int, ParsedInstance]] = []
@@ -155,65 +181,109 @@ class ImagingStore:
                 outcomes[pos] = StoreOutcome(None, None, "failed", exc)
         if parsed:
             tenant = caller.tenant
-            with read_connection(self.engine) as conn:
-                keys = self.keys(conn, tenant)
-                index = self.index(conn, tenant)
-                tokens = [ix.uid_token(index, "instance", p.sop_uid) for _, p in parsed]
-                existing = dict(
-                    conn.execute(
-                        select(imaging_instances.c.uid_token, imaging_instances.c.id).where(
-                            imaging_instances.c.tenant_id == tenant,
-                            imaging_instances.c.uid_token.in_(tokens),
-                        )
-                    ).all()
-                )
-            pending: list[_Pending] = []
-            seen: set[bytes] = set()
-            for (pos, p), tok in zip(parsed, tokens, strict=True):
-                if tok in existing or tok in seen:
-                    outcomes[pos] = StoreOutcome(
-                        p.sop_uid,
-                        p.sop_class_uid,
-                        "duplicate",
-                        instance_id=existing.get(tok),
-                        study_uid=p.study_uid,
-                    )
-                    continue
-                seen.add(tok)
-                iid = str(uuid.uuid4())
-                pending.append(_Pending(pos, p, iid, blob_key(tenant, iid)))
-            self._put_blobs(keys, tenant, pending, outcomes)
-            written = [w for w in pending if outcomes[w.pos] is None]
-            if written or any(o is not None and o.status == "duplicate" for o in outcomes):
-                self._index(caller, keys, index, written, outcomes, source)
+            try:
+                with read_connection(self.engine) as conn:
+                    keys = self.keys(conn, tenant)
+                    index = self.index(conn, tenant)
+                    pending = self._new_instances(conn, tenant, index, parsed, outcomes)
+                    puts = _BlobPuts(self, keys, tenant, pending)
+                    try:
+                        known = self._prepare(conn, tenant, keys, index, pending)
+                    except BaseException:
+                        puts.drop()
+                        raise
+            except OperationalError as exc:
+                raise ImagingError(Kind.UNAVAILABLE, f"database unavailable: {exc.orig}") from None
+            puts.wait(outcomes)
+            if puts.pending or any(o is not None and o.status == "duplicate" for o in outcomes):
+                self._index(caller, keys, index, puts, known, outcomes, source)
         return [o for o in outcomes if o is not None]
 
-    def _put_blobs(
+    def _new_instances(
         self,
-        keys: DataKeys,
+        conn: Connection,
         tenant: str,
-        pending: list[_Pending],
+        index: BlindIndex,
+        parsed: list[tuple[int, ParsedInstance]],
         outcomes: list[StoreOutcome | None],
-    ) -> None:
-        for w in pending:
-            p = w.parsed
-            try:
-                sealed = sealing.seal(keys, tenant, w.instance_id, p.data, self.chunk)
-                w.sha256 = self.blobs.put(w.key, sealed).sha256
-            except (BlobError, ValueError) as exc:
-                outcomes[w.pos] = StoreOutcome(
+    ) -> list[_Pending]:
+        """The instances not stored yet (a duplicate's outcome is set here), with new ids."""
+        tokens = [ix.uid_token(index, "instance", p.sop_uid) for _, p in parsed]
+        existing = dict(
+            conn.execute(
+                select(imaging_instances.c.uid_token, imaging_instances.c.id).where(
+                    imaging_instances.c.tenant_id == tenant,
+                    imaging_instances.c.uid_token.in_(tokens),
+                )
+            ).all()
+        )
+        pending: list[_Pending] = []
+        seen: set[bytes] = set()
+        for (pos, p), tok in zip(parsed, tokens, strict=True):
+            if tok in existing or tok in seen:
+                outcomes[pos] = StoreOutcome(
                     p.sop_uid,
                     p.sop_class_uid,
-                    "failed",
-                    ImagingError(Kind.UNAVAILABLE, f"storage failed: {exc}"),
+                    "duplicate",
+                    instance_id=existing.get(tok),
+                    study_uid=p.study_uid,
                 )
+                continue
+            seen.add(tok)
+            iid = str(uuid.uuid4())
+            pending.append(_Pending(pos, p, iid, blob_key(tenant, iid), tok))
+        return pending
+
+    def _prepare(
+        self,
+        conn: Connection,
+        tenant: str,
+        keys: DataKeys,
+        index: BlindIndex,
+        pending: list[_Pending],
+    ) -> _Known:
+        """What needs no write lock, done while the blobs are being written: seal each
+        instance's attributes, compute its tokens, look up the studies and series it names."""
+        if not pending:
+            return _Known({}, {})
+        for w in pending:
+            p = w.parsed
+            w.meta = seal_json(
+                keys, meta_context(INSTANCE_META_KIND, tenant, w.instance_id), p.header
+            )
+            w.tokens = frozenset(ix.instance_tokens(index, p.sop_uid, p.sop_class_uid))
+        studies = {
+            ix.uid_token(index, "study", w.parsed.study_uid): w.parsed.study_uid for w in pending
+        }
+        series = {
+            ix.uid_token(index, "series", w.parsed.series_uid): w.parsed.series_uid for w in pending
+        }
+        st, se = imaging_studies.c, imaging_series.c
+        known_studies = {
+            studies[r.uid_token]: (str(r.id), r.patient_ref)
+            for r in conn.execute(
+                select(st.uid_token, st.id, st.patient_ref).where(
+                    st.tenant_id == tenant, st.uid_token.in_(list(studies))
+                )
+            )
+        }
+        known_series = {
+            series[r.uid_token]: (str(r.id), str(r.study_id))
+            for r in conn.execute(
+                select(se.uid_token, se.id, se.study_id).where(
+                    se.tenant_id == tenant, se.uid_token.in_(list(series))
+                )
+            )
+        }
+        return _Known(known_studies, known_series)
 
     def _index(
         self,
         caller: Caller,
         keys: DataKeys,
         index: BlindIndex,
-        written: list[_Pending],
+        puts: _BlobPuts,
+        known: _Known,
         outcomes: list[StoreOutcome | None],
         source: str,
     ) -> None:
@@ -221,28 +291,26 @@ class ImagingStore:
         for attempt in range(attempts):
             try:
                 with self.engine.begin() as conn:
-                    stored = self._index_tx(conn, caller, keys, index, written, outcomes, source)
+                    stored = self._index_tx(
+                        conn, caller, keys, index, puts.pending, known, outcomes, source
+                    )
                 for pos, outcome in stored.items():
                     outcomes[pos] = outcome
                 return
             except IntegrityError:
                 if attempt + 1 < attempts:
-                    continue  # a concurrent store created the same study/series: retry
-                self._drop_blobs(written)
+                    known = _Known({}, {})  # a concurrent store created the same study/series
+                    continue
+                puts.drop()
                 raise ImagingError(
                     Kind.UNAVAILABLE, "concurrent stores of the same study collided; retry"
                 ) from None
             except ImagingError:
-                self._drop_blobs(written)
+                puts.drop()
                 raise
             except OperationalError as exc:
-                self._drop_blobs(written)
+                puts.drop()
                 raise ImagingError(Kind.UNAVAILABLE, f"database unavailable: {exc.orig}") from None
-
-    def _drop_blobs(self, written: list[_Pending]) -> None:
-        for w in written:
-            with contextlib.suppress(BlobError):  # else an orphan, which verify reports
-                self.blobs.delete(w.key)
 
     def _index_tx(
         self,
@@ -251,13 +319,17 @@ class ImagingStore:
         keys: DataKeys,
         index: BlindIndex,
         written: list[_Pending],
+        known: _Known,
         outcomes: list[StoreOutcome | None],
         source: str,
     ) -> dict[int, StoreOutcome]:
+        """Index rows, tokens and journal of the instances whose blob is durable (one
+        transaction, the write lock held only for this): create the studies and series not
+        found by :meth:`_prepare`, insert the rest."""
         tenant = caller.tenant
         now = datetime.now(UTC)
-        studies: dict[str, tuple[str, str | None]] = {}  # study uid -> (id, patient_ref)
-        series: dict[str, tuple[str, str]] = {}  # series uid -> (id, study id)
+        studies = dict(known.studies)
+        series = dict(known.series)
         result: dict[int, StoreOutcome] = {}
         token_rows: list[dict[str, Any]] = []
         instance_rows: list[dict[str, Any]] = []
@@ -290,7 +362,7 @@ class ImagingStore:
                     "id": w.instance_id,
                     "study_id": study_id,
                     "series_id": series_id,
-                    "uid_token": ix.uid_token(index, "instance", p.sop_uid),
+                    "uid_token": w.uid_token,
                     "sop_class_uid": p.sop_class_uid,
                     "transfer_syntax_uid": p.transfer_syntax_uid,
                     "size": len(p.data),
@@ -298,16 +370,15 @@ class ImagingStore:
                     "blob_sha256": w.sha256,
                     "chunk_bytes": self.chunk,
                     "key_version": keys.current_version,
-                    "meta": seal_json(
-                        keys, meta_context(INSTANCE_META_KIND, tenant, w.instance_id), p.header
-                    ),
+                    "blob_key_version": keys.current_version,
+                    "meta": w.meta,
                     "source": source[:255],
                     "created_at": now,
                 }
             )
             token_rows.extend(
                 {"tenant_id": tenant, "level": "instance", "item_id": w.instance_id, "token": t}
-                for t in ix.instance_tokens(index, p.sop_uid, p.sop_class_uid)
+                for t in w.tokens
             )
             bumped.add(study_id)
             touched += [
@@ -431,3 +502,51 @@ class ImagingStore:
                     {"tenant_id": tenant, "level": "study", "item_id": study_id, "token": t}
                 )
         return eid, study_id
+
+
+class _BlobPuts:
+    """The sealed blobs of a batch, written in the background while the index is prepared.
+
+    Why: an fsynced write is mostly waiting; overlapping it with the work that needs no write
+    lock (:meth:`ImagingStore._prepare`) takes part of its latency off the path of an
+    acknowledgement. Order is kept where it matters: the index transaction starts only after
+    :meth:`wait`, so a committed row always points to a durable blob, and the database's write
+    lock is never held while a blob is being written (nor needed by a put of the ``database``
+    backend while this thread holds it).
+    """
+
+    def __init__(
+        self, store: ImagingStore, keys: DataKeys, tenant: str, pending: list[_Pending]
+    ) -> None:
+        self.store = store
+        self.pending = pending
+        self._futures = [(w, store.pool.submit(self._put, keys, tenant, w)) for w in pending]
+
+    def _put(self, keys: DataKeys, tenant: str, w: _Pending) -> bytes:
+        sealed = sealing.seal(keys, tenant, w.instance_id, w.parsed.data, self.store.chunk)
+        return self.store.blobs.put(w.key, sealed).sha256
+
+    def wait(self, outcomes: list[StoreOutcome | None]) -> None:
+        """Wait for every put; a failed one fails its instance (in ``outcomes``) and leaves
+        :attr:`pending`."""
+        failed: set[int] = set()
+        for w, future in self._futures:
+            try:
+                w.sha256 = future.result()
+            except (BlobError, ValueError) as exc:
+                failed.add(w.pos)
+                outcomes[w.pos] = StoreOutcome(
+                    w.parsed.sop_uid,
+                    w.parsed.sop_class_uid,
+                    "failed",
+                    ImagingError(Kind.UNAVAILABLE, f"storage failed: {exc}"),
+                )
+        self.pending = [w for w in self.pending if w.pos not in failed]
+
+    def drop(self) -> None:
+        """Delete the blobs of a batch that will not be indexed (else harmless orphans)."""
+        for w, future in self._futures:
+            with contextlib.suppress(Exception):
+                future.result()
+            with contextlib.suppress(BlobError):
+                self.store.blobs.delete(w.key)

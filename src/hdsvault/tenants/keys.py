@@ -1,4 +1,9 @@
-"""Key administration for one tenant: rotate, and rewrap everything to the newest version."""
+"""Key administration for one tenant: rotate, and rewrap everything to the newest version.
+
+"Everything" is the sealed columns of the database (``crypto.sealed.SEALED_COLUMNS``) and the
+instance blobs of the blob store (``imaging.rewrap``): the report counts both, so that "0 left
+on older versions" really means the older versions protect nothing any more.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, func, select, update
 
+from hdsvault.blobs import open_blob_store
 from hdsvault.crypto.sealed import SEALED_COLUMNS, SealedColumn
 from hdsvault.db.engine import read_connection
+from hdsvault.imaging.rewrap import count_old_blobs, rewrap_blobs
 from hdsvault.journal.service import admin_entry, record
 from hdsvault.platform import Platform
 
@@ -19,8 +26,9 @@ BATCH = 500
 class RewrapReport:
     tenant: str
     target_version: int
-    rewrapped: int
+    rewrapped: int  # ciphertexts moved to target_version: sealed columns and blobs
     remaining_on_old_versions: int
+    blobs_rewrapped: int = 0  # of which instance blobs
 
 
 def rotate_keys(platform: Platform, tenant: str, *, by: str) -> int:
@@ -34,7 +42,8 @@ def rotate_keys(platform: Platform, tenant: str, *, by: str) -> int:
 def count_on_old_versions(platform: Platform, tenant: str) -> int:
     with read_connection(platform.engine) as conn:
         current = platform.keyring.data_keys(conn, tenant).current_version
-        return sum(_old_count(conn, col, tenant, current) for col in SEALED_COLUMNS)
+        columns = sum(_old_count(conn, col, tenant, current) for col in SEALED_COLUMNS)
+        return columns + count_old_blobs(conn, tenant, current)
 
 
 def _old_count(conn, col: SealedColumn, tenant: str, current: int) -> int:  # type: ignore[no-untyped-def]
@@ -51,7 +60,7 @@ def rewrap(
     by: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> RewrapReport:
-    """Re-encrypt every ciphertext of ``tenant`` under its newest data key.
+    """Re-encrypt every ciphertext of ``tenant`` under its newest data key, blobs included.
 
     Works in batches, each its own transaction, so a long rewrap neither holds a lock for long
     nor loses work if interrupted: run again and it continues where it stopped. Each row update
@@ -90,7 +99,18 @@ def rewrap(
                 progress(done, total)
             if len(rows) < BATCH:
                 break
+    blobs = open_blob_store(platform.settings, platform.engine)
+    try:
+        moved = rewrap_blobs(
+            platform,
+            tenant,
+            blobs,
+            progress=(lambda n: progress(done + n, total)) if progress else None,
+        )
+    finally:
+        blobs.close()
     with platform.engine.begin() as conn:
         current = platform.keyring.data_keys(conn, tenant).current_version
         record(conn, admin_entry("keys.rewrap", by, log_id=tenant, objects=(f"DataKey/{current}",)))
-    return RewrapReport(tenant, current, done, count_on_old_versions(platform, tenant))
+    remaining = count_on_old_versions(platform, tenant)
+    return RewrapReport(tenant, current, done + moved, remaining, blobs_rewrapped=moved)
