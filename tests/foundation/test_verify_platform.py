@@ -166,3 +166,13 @@ def test_cli_exit_code_and_json(settings: Settings, platform: Platform, tenant: 
     assert sealed["findings_total"] == 1
     human = subprocess.run(["hdsvault", "verify"], env=env, capture_output=True, text=True)
     assert human.returncode == 1 and "BAD" in human.stdout
+
+
+def test_orphan_blobs_are_counted_not_reported(platform: Platform, tenant: str) -> None:
+    _fill(platform, tenant)
+    blobs = open_blob_store(platform.settings, platform.engine)
+    blobs.put(f"{tenant}/zz/orphan-left-by-a-crash", b"sealed bytes nobody refers to")
+    report = verify_platform(platform, actor="test")
+    found = next(c for c in report.components if c.name.startswith("blobs"))
+    assert found.ok and found.checked == 1
+    assert found.note.startswith("1 unreferenced blobs") and "orphan-left-by-a-crash" in found.note
