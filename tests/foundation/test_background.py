@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from hdsvault.api.background import PeriodicTask
+from hdsvault.periodic import PeriodicTask
 
 
 def test_a_failing_tick_does_not_stop_the_task() -> None:

@@ -22,13 +22,15 @@ from hdsvault.access.context import register_patient_context
 from hdsvault.access.oidc import OidcVerifier
 from hdsvault.api import access_admin, dicomweb
 from hdsvault.api.auth import CurrentPrincipal
-from hdsvault.api.background import JournalSequencerThread, export_expiry
 from hdsvault.api.fhir import mount_fhir
 from hdsvault.api.observability import RequestObservability
 from hdsvault.api.perimeter import Perimeter
+from hdsvault.blobs import open_blob_store
 from hdsvault.config import Settings, load_settings
+from hdsvault.journal import service as journal
 from hdsvault.logs import configure_logging
 from hdsvault.platform import Platform
+from hdsvault.records import bulk_export
 from hdsvault.records.patient_context import RecordsPatientContext
 from hdsvault.records.store import RecordStore
 
@@ -38,7 +40,12 @@ def create_app(platform: Platform) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        tasks = [JournalSequencerThread(platform), export_expiry(platform)]
+        tasks = [
+            journal.sequencer_task(platform),
+            bulk_export.expiry_task(
+                RecordStore(platform), open_blob_store(platform.settings, platform.engine)
+            ),
+        ]
         for task in tasks:
             task.start()
         control = access_control.AccessControl.open(

@@ -26,9 +26,9 @@ def register(app: typer.Typer) -> None:
 
 def _serve_until_signal(platform: Platform, server: Listener, label: str) -> None:
     """Run ``server`` with the journal sequencer beside it until SIGINT/SIGTERM."""
-    from hdsvault.api.background import JournalSequencerThread
+    from hdsvault.journal.service import sequencer_task
 
-    sequencer = JournalSequencerThread(platform)
+    sequencer = sequencer_task(platform)
     sequencer.start()
     where = server.start()
     console.print(f"{label} listening on {where[0]}:{where[1]}")

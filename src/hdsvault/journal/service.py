@@ -29,6 +29,7 @@ from hdsvault.journal.merkle import inclusion_proof, root_at, verify_inclusion
 from hdsvault.journal.sequencer import Integration, integrate_all
 from hdsvault.journal.tree import DbNodeStore
 from hdsvault.journal.verify import VerifyReport, all_log_ids, verify_log
+from hdsvault.periodic import PeriodicTask
 from hdsvault.platform import Platform
 
 record = store.append
@@ -148,3 +149,17 @@ def prove_inclusion(platform: Platform, log_id: str, index: int) -> dict[str, An
 
 def to_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2)
+
+
+def sequencer_task(platform: Platform) -> PeriodicTask:
+    """Integrates pending entries every ``journal.integrate_interval_seconds``.
+
+    Every server process (HTTP worker, DIMSE or MLLP listener) runs one; the log's row lock
+    makes concurrent runs safe. A last run at a clean shutdown leaves nothing pending.
+    """
+    return PeriodicTask(
+        "journal-sequencer",
+        platform.settings.journal.integrate_interval_seconds,
+        lambda: integrate(platform),
+        final_run=True,
+    )

@@ -42,6 +42,7 @@ from hdsvault.db.engine import read_connection
 from hdsvault.db.schema import bulk_exports, resource_versions, resources
 from hdsvault.journal.entry import Action
 from hdsvault.journal.store import append_many
+from hdsvault.periodic import PeriodicTask
 from hdsvault.records import storage
 from hdsvault.records.errors import Problem, RecordError
 from hdsvault.records.guard import allow
@@ -49,6 +50,7 @@ from hdsvault.records.journaling import Interaction, commit_reads, entry, per_pa
 from hdsvault.records.model import Caller, Json, instant, now, utc
 from hdsvault.records.store import RecordStore
 
+EXPIRY_INTERVAL_SECONDS = 60.0
 STALE_AFTER = timedelta(minutes=5)
 """A running job that has not reported for this long has lost its worker."""
 
@@ -289,6 +291,11 @@ def expire(store: RecordStore, blobs: BlobStore, at: datetime | None = None) -> 
         with store.engine.begin() as conn:
             conn.execute(delete(bulk_exports).where(bulk_exports.c.id == job_id))
     return len(rows)
+
+
+def expiry_task(store: RecordStore, blobs: BlobStore) -> PeriodicTask:
+    """Each server process deletes expired jobs every minute (idempotent across processes)."""
+    return PeriodicTask("bulk-export-expiry", EXPIRY_INTERVAL_SECONDS, lambda: expire(store, blobs))
 
 
 # ------------------------------------------------------------------ writing parts
