@@ -242,3 +242,35 @@ def test_a_real_client_polls_until_the_manifest(live_server: Any) -> None:
     ndjson = httpx.get(output["url"], headers=headers)
     assert ndjson.status_code == 200
     assert MARKER in ndjson.text
+
+
+def test_patient_level_export_keeps_the_compartments_only(fhir: Fhir, service: str) -> None:
+    ids = _record(fhir)
+    org = fhir.post("/Organization", {"resourceType": "Organization", "name": "CHU"})
+    assert org.status_code == 201, org.text
+    r = fhir.get("/Patient/$export", headers=ASYNC, token=service)
+    assert r.status_code == 202, r.text
+    job = r.headers["Content-Location"].rsplit("/", 1)[1]
+    manifest = _manifest(fhir, service, job)
+    assert manifest["request"].endswith("/Patient/$export")
+    assert {o["type"]: o["count"] for o in manifest["output"]} == {
+        "Patient": len(ids["Patient"]),
+        "Observation": len(ids["Observation"]),
+    }
+
+
+def test_the_journal_names_exactly_the_exported_patients(fhir: Fhir, service: str) -> None:
+    ids = _record(fhir)
+    job = _kick_off(fhir, service, "?_type=Observation")
+    _manifest(fhir, service, job)
+    with fhir.platform.engine.connect() as conn:
+        named = {
+            p
+            for (p,) in conn.execute(
+                select(journal_entries.c.patient).where(
+                    journal_entries.c.event_type == "fhir.export",
+                    journal_entries.c.patient.is_not(None),
+                )
+            )
+        }
+    assert named == {f"Patient/{pid}" for pid in ids["Patient"][:2]}  # the two with observations

@@ -455,6 +455,7 @@ bulk_exports = Table(
     Column("request", Text, nullable=False, comment="the kick-off URL path and query"),
     Column("types", Text, nullable=False, comment="JSON array; empty = every type"),
     Column("since", DateTime(timezone=True)),
+    Column("scope", String(16), nullable=False, comment="system | patient"),
     Column(
         "status", String(16), nullable=False, comment="accepted|running|completed|failed|cancelled"
     ),

@@ -48,6 +48,7 @@ from hdsvault.records.errors import Problem, RecordError
 from hdsvault.records.guard import allow
 from hdsvault.records.journaling import Interaction, commit_reads, entry, per_patient
 from hdsvault.records.model import Caller, Json, instant, now, utc
+from hdsvault.records.references import patient_of
 from hdsvault.records.store import RecordStore
 
 EXPIRY_INTERVAL_SECONDS = 60.0
@@ -55,6 +56,11 @@ STALE_AFTER = timedelta(minutes=5)
 """A running job that has not reported for this long has lost its worker."""
 
 _JOB_ID_BYTES = 16
+
+
+class ExportScope(StrEnum):
+    SYSTEM = "system"
+    PATIENT = "patient"
 
 
 class ExportStatus(StrEnum):
@@ -67,11 +73,17 @@ class ExportStatus(StrEnum):
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What was asked: resource types (empty = all), a ``_since`` instant, the kick-off URL."""
+    """What was asked: resource types (empty = all), a ``_since`` instant, the kick-off URL.
+
+    ``scope`` is ``system`` (everything) or ``patient`` (``Patient/$export``: the patients and
+    the resources in their compartment, i.e. those that name a patient as their patient,
+    subject, beneficiary or individual).
+    """
 
     types: tuple[str, ...] = ()
     since: datetime | None = None
     request: str = "$export"
+    scope: ExportScope = ExportScope.SYSTEM
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,7 @@ class ExportJob:
     request: str
     types: tuple[str, ...]
     since: datetime | None
+    scope: ExportScope
     status: ExportStatus
     written: int
     parts: tuple[ExportPart, ...]
@@ -155,6 +168,7 @@ def kick_off(store: RecordStore, caller: Caller, request: ExportRequest) -> Expo
                 request=request.request,
                 types=orjson.dumps(list(request.types)).decode(),
                 since=request.since,
+                scope=request.scope.value,
                 status=ExportStatus.ACCEPTED.value,
                 written=0,
                 parts="[]",
@@ -178,17 +192,22 @@ def run(store: RecordStore, blobs: BlobStore, caller: Caller, job_id: str) -> Ex
     transaction_time = now()
     _set(store, job_id, status=ExportStatus.RUNNING, transaction_time=transaction_time)
     writer = _PartWriter(store, blobs, job)
+    patients: set[str] = set()  # whose data the files hold, for the journal
     try:
         with read_connection(store.engine) as conn:
             keys = store.data_keys(conn, job.tenant)
             types = job.types or _types_present(conn, job.tenant)
             for rt in types:
                 for resource in _current(conn, keys, job.tenant, rt, job.since, transaction_time):
+                    patient = patient_of(resource)
+                    if patient is None and job.scope is ExportScope.PATIENT:
+                        continue
+                    if patient is not None:
+                        patients.add(patient)
                     writer.add(rt, orjson.dumps(resource) + b"\n")
                     if writer.cancelled:
                         return _get(store, job_id)
                 writer.flush(rt)
-            patients = _patients(conn, job.tenant)
     except Exception as exc:  # recorded on the job, reported by status
         _set(store, job_id, status=ExportStatus.FAILED, error=_safe_error(exc))
         return _get(store, job_id)
@@ -203,14 +222,14 @@ def run(store: RecordStore, blobs: BlobStore, caller: Caller, job_id: str) -> Ex
         ).rowcount
         if done:
             # The requester now holds these records (sealed, until downloaded): one
-            # access entry per patient whose record the export may contain.
+            # access entry per patient whose data the files contain.
             append_many(
                 conn,
                 per_patient(
                     caller,
                     Interaction.EXPORT,
                     now(),
-                    [(f"BulkExport/{job_id}", p) for p in patients],
+                    [(f"BulkExport/{job_id}", p) for p in sorted(patients)],
                 ),
             )
     return _get(store, job_id)
@@ -370,6 +389,7 @@ def _get(store: RecordStore, job_id: str) -> ExportJob:
         request=row.request,
         types=tuple(orjson.loads(row.types)),
         since=utc(row.since) if row.since is not None else None,
+        scope=ExportScope(row.scope),
         status=state,
         written=row.written,
         parts=_parse_parts(row.parts),
@@ -416,16 +436,6 @@ def _types_present(conn: Connection, tenant: str) -> tuple[str, ...]:
         select(r.resource_type).where(r.tenant_id == tenant, r.deleted.is_(False)).distinct()
     )
     return tuple(sorted(t for (t,) in rows))
-
-
-def _patients(conn: Connection, tenant: str) -> list[str]:
-    r = resources.c
-    rows = conn.execute(
-        select(r.resource_id).where(
-            r.tenant_id == tenant, r.resource_type == "Patient", r.deleted.is_(False)
-        )
-    )
-    return [f"Patient/{i}" for (i,) in rows]
 
 
 def _current(

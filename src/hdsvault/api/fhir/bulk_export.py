@@ -1,6 +1,7 @@
-"""The Bulk Data ``$export`` endpoints (FHIR Bulk Data Access IG v2, system level).
+"""The Bulk Data ``$export`` endpoints (FHIR Bulk Data Access IG v2, system and patient level).
 
-- ``GET /fhir/{finess}/$export`` with ``Prefer: respond-async`` -> 202, ``Content-Location``
+- ``GET /fhir/{finess}/$export`` (everything) or ``.../Patient/$export`` (the patients and
+  their compartments) with ``Prefer: respond-async`` -> 202, ``Content-Location``
   names the status URL; ``_type``, ``_since`` and ``_outputFormat`` (NDJSON) are understood,
   any other parameter is refused (400) rather than silently ignored;
 - ``GET .../$export-status/{job}`` -> 202 with ``X-Progress`` and ``Retry-After`` while the
@@ -25,7 +26,7 @@ from hdsvault.api.fhir.routes import ROUTES, Route, _caller, _run, _store
 from hdsvault.api.fhir.wire import base_url, fhir_response
 from hdsvault.blobs import BlobStore, open_blob_store
 from hdsvault.records import bulk_export, jsonio
-from hdsvault.records.bulk_export import ExportRequest, ExportStatus
+from hdsvault.records.bulk_export import ExportRequest, ExportScope, ExportStatus
 from hdsvault.records.errors import Issue, Problem, RecordError, information, operation_outcome
 from hdsvault.records.model import check_type
 
@@ -52,7 +53,12 @@ def _export_type(name: str) -> str:
         raise RecordError(Problem.INVALID, f"_type: {exc.message}", ("_type",)) from None
 
 
-def parse_kick_off(params: list[tuple[str, str]], prefer: str | None, path: str) -> ExportRequest:
+def parse_kick_off(
+    params: list[tuple[str, str]],
+    prefer: str | None,
+    path: str,
+    scope: ExportScope = ExportScope.SYSTEM,
+) -> ExportRequest:
     """The kick-off request, or a clear refusal of what this server does not do."""
     if _ASYNC not in [p.strip().lower() for p in (prefer or "").split(",")]:
         raise RecordError(Problem.INVALID, "$export is asynchronous: send 'Prefer: respond-async'")
@@ -83,16 +89,29 @@ def parse_kick_off(params: list[tuple[str, str]], prefer: str | None, path: str)
                 "_outputFormat)",
             )
     query = "&".join(f"{k}={v}" for k, v in params)
-    return ExportRequest(tuple(dict.fromkeys(types)), since, path + (f"?{query}" if query else ""))
+    url = path + (f"?{query}" if query else "")
+    return ExportRequest(tuple(dict.fromkeys(types)), since, url, scope)
 
 
 @router.get("/{finess}/$export", include_in_schema=False)
 async def kick_off(request: Request, finess: str, background: BackgroundTasks) -> Response:
+    return await _kick_off(request, finess, background, ExportScope.SYSTEM, "$export")
+
+
+@router.get("/{finess}/Patient/$export", include_in_schema=False)
+async def kick_off_patients(request: Request, finess: str, background: BackgroundTasks) -> Response:
+    return await _kick_off(request, finess, background, ExportScope.PATIENT, "Patient/$export")
+
+
+async def _kick_off(
+    request: Request, finess: str, background: BackgroundTasks, scope: ExportScope, path: str
+) -> Response:
     caller = await _caller(request, finess)
     asked = parse_kick_off(
         list(request.query_params.multi_items()),
         request.headers.get("prefer"),
-        f"{base_url(request, finess)}/$export",
+        f"{base_url(request, finess)}/{path}",
+        scope,
     )
     store = _store(request)
     job = await _run(bulk_export.kick_off, store, caller, asked)
@@ -146,3 +165,4 @@ async def export_file(request: Request, finess: str, job_id: str, name: str) -> 
 
 
 ROUTES.append(Route("operation", "export", "GET", "/{finess}/$export"))
+ROUTES.append(Route("operation", "patient-export", "GET", "/{finess}/Patient/$export"))

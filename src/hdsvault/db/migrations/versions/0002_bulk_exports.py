@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("request", sa.Text(), nullable=False, comment="the kick-off URL path and query"),
         sa.Column("types", sa.Text(), nullable=False, comment="JSON array; empty = every type"),
         sa.Column("since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("scope", sa.String(length=16), nullable=False, comment="system | patient"),
         sa.Column(
             "status",
             sa.String(length=16),
