@@ -83,12 +83,13 @@ def bench_appends(platform: Platform, seconds: float) -> list[list[object]]:
     single(t + seconds, c)
     rows.append(["1 entry / transaction", c[0] / (time.perf_counter() - t)])
 
-    n = 0
-    t = time.perf_counter()
-    while time.perf_counter() < t + seconds:
-        with platform.engine.begin() as conn:
-            n += append_many(conn, (entry(i) for i in range(n, n + 100)))
-    rows.append(["group commit, 100 / transaction", n / (time.perf_counter() - t)])
+    for batch in (100, 1000):  # a busy server's group commit; a batch importer
+        n = 0
+        t = time.perf_counter()
+        while time.perf_counter() < t + seconds:
+            with platform.engine.begin() as conn:
+                n += append_many(conn, (entry(i) for i in range(n, n + batch)))
+        rows.append([f"group commit, {batch:,} / transaction", n / (time.perf_counter() - t)])
 
     counters = [[0] for _ in range(4)]
     t = time.perf_counter()
