@@ -18,10 +18,13 @@ not depend on each other).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
+
+from sqlalchemy import Connection
 
 from hdsvault.access.decision import Operation
 from hdsvault.records import reads, searching, storage, writes
@@ -247,13 +250,20 @@ def transaction(
     check_references: bool = True,
     interaction: Interaction | None = None,
     prepared: Prepared | None = None,
+    within: Connection | None = None,
 ) -> list[EntryResult]:
     """The all-or-nothing core (also used by the importer).
 
     Without conditional entries, ids, reference rewriting and blind-index tokens are all
     computed before the transaction opens (:func:`prepare`, possibly in another process:
     ``prepared``), so the write lock is held only to store.
+
+    ``within``: run inside that connection's open transaction, as a savepoint (the importer
+    groups bundles that way; see ``records.bulk``); the bundle stays all or nothing, and
+    is durable when the caller commits. GET entries need a committed bundle: refused then.
     """
+    if within is not None and any(e.method == "GET" for e in entries):
+        raise RecordError(Problem.INVALID, "GET entries need their own transaction")
     results: dict[int, EntryResult] = {}
     tokens = store.tokens_for(caller.tenant)
     when = now()
@@ -265,7 +275,7 @@ def transaction(
         changes, by_key = prepared
     elif not conditional:
         changes, by_key = prepare(store.base_urls, tokens, entries)
-    with store.engine.begin() as conn:
+    with _unit_of_work(store, within) as conn:
         if conditional:
             finder = Finder(conn, store, caller.tenant)
 
@@ -326,6 +336,17 @@ def transaction(
         if e.method == "GET":
             results[e.index] = _get(store, caller, e)
     return [results[e.index] for e in entries]
+
+
+@contextmanager
+def _unit_of_work(store: RecordStore, within: Connection | None) -> Iterator[Connection]:
+    """A transaction of its own, or a savepoint inside ``within``'s open transaction."""
+    if within is None:
+        with store.engine.begin() as conn:
+            yield conn
+    else:
+        with within.begin_nested():
+            yield within
 
 
 Matcher = Callable[[Entry, list[tuple[str, str]]], list[str]]

@@ -30,15 +30,18 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Connection,
     Select,
     and_,
     false,
     func,
+    intersect,
     not_,
     or_,
     select,
     true,
+    union,
 )
 
 from hdsvault.db.schema import resource_versions, resources, search_tokens
@@ -71,6 +74,11 @@ MAX_INCLUDES = 1000
 _INCLUDE_ROUNDS = 3
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 500
+_WALK_FACTOR = 25
+"""Page through the listing index (probing the matches) rather than sorting every match once
+a search has at least this many matches per row of the page (see :meth:`Finder.page_ids`)."""
+
+Matched = Select[Any] | CompoundSelect[Any]
 
 
 @dataclass
@@ -159,7 +167,7 @@ class Finder:
         self.store = store
         self.tenant = tenant
         self.tokens: MemoTokens = store.tokens(conn, tenant)
-        self._keys = store.data_keys(conn, tenant)
+        self.keys = store.data_keys(conn, tenant)
 
     # -------------------------------------------------------------- SQL
 
@@ -181,6 +189,49 @@ class Finder:
         ]
         cond = or_(*alts) if alts else false()
         return not_(cond) if p.negated else cond
+
+    def _token_ids(self, resource_type: str, toks: Iterable[bytes]) -> Select[Any]:
+        wanted = sorted(set(toks))
+        stmt = select(search_tokens.c.resource_id).where(
+            search_tokens.c.tenant_id == self.tenant,
+            search_tokens.c.resource_type == resource_type,
+            search_tokens.c.token.in_(wanted),
+        )
+        return stmt.distinct() if len(wanted) > 1 else stmt
+
+    def matched(self, plan: SearchPlan) -> Matched | None:
+        """The matching ids from ``search_tokens`` alone, when the plan allows it (else None).
+
+        Why: tokens exist only for the current version of live resources (a delete removes
+        them), so a plan made of positive token parameters only is answered by index-only
+        range scans of the token primary key - one per token, combined with UNION (OR) and
+        INTERSECT (AND) - without touching ``resources`` row by row. Negations, ``_id``,
+        ``_lastUpdated`` and unindexed parameters need the set of all resources: None.
+        """
+        if plan.ids or plan.last_updated or not plan.params:
+            return None
+        rt = plan.resource_type
+        parts: list[Matched] = []
+        for p in plan.params:
+            if p.negated or not p.indexed:
+                return None
+            alts: list[list[frozenset[bytes]]] = []
+            for groups in p.token_groups(self.tokens):
+                if not groups:
+                    return None  # an alternative met by every resource
+                if all(groups):
+                    alts.append(groups)
+            if not alts:
+                return None  # never met: the general path answers it (false())
+            if all(len(g) == 1 for g in alts):
+                parts.append(self._token_ids(rt, frozenset().union(*(g[0] for g in alts))))
+                continue
+            sels: list[Matched] = []
+            for groups in alts:
+                each = [self._token_ids(rt, g) for g in groups]
+                sels.append(intersect(*each) if len(each) > 1 else each[0])
+            parts.append(union(*sels) if len(sels) > 1 else sels[0])
+        return intersect(*parts) if len(parts) > 1 else parts[0]
 
     def condition(self, plan: SearchPlan) -> ColumnElement[bool]:
         rt = plan.resource_type
@@ -293,13 +344,7 @@ class Finder:
         plan = self.resolve_chains(plan)
         order = (resources.c.last_updated, resources.c.resource_id)
         if all(exact_on_tokens(p) for p in plan.params):
-            stmt = (
-                select(resources.c.resource_id)
-                .where(self.condition(plan))
-                .order_by(*order)
-                .limit(limit)
-            )
-            return [r.resource_id for r in self.conn.execute(stmt)]
+            return self.page_ids(plan, self.matched(plan), order, (0, limit), 0)
         out: list[str] = []
         for stored in self._filtered(plan, order):
             out.append(stored.id)
@@ -312,15 +357,67 @@ class Finder:
         result = self.conn.execute(self._rows(plan, order).execution_options(yield_per=_BATCH))
         try:
             for row in result:
-                stored = storage.open_rows(self._keys, self.tenant, [row])[0]
+                stored = storage.open_rows(self.keys, self.tenant, [row])[0]
                 if stored.resource is not None and plan.matches(stored.resource):
                     yield stored
         finally:
             result.close()
 
-    def count(self, plan: SearchPlan) -> int:
-        stmt = select(func.count()).select_from(resources).where(self.condition(plan))
+    def count(self, plan: SearchPlan, matched: Matched | None = None) -> int:
+        """Exact number of matches of an exact plan (``matched``: see :meth:`matched`)."""
+        if matched is not None:
+            stmt = select(func.count()).select_from(matched.subquery("m"))
+        else:
+            stmt = select(func.count()).select_from(resources).where(self.condition(plan))
         return int(self.conn.execute(stmt).scalar_one())
+
+    def page_ids(
+        self,
+        plan: SearchPlan,
+        matched: Matched | None,
+        order: Sequence[Any],
+        window: tuple[int, int],
+        total: int,
+    ) -> list[str]:
+        """Ids of one page (``window`` = offset, count) of an exact plan, in ``order``.
+
+        Only ids are selected (bodies are fetched for the page alone). With ``matched``, two
+        shapes: few matches - look each one up and sort them (O(matches)); many matches per
+        row of the page - walk the listing index (type, last_updated, id) in order and probe
+        the matches, which stops after about (offset + count) x (resources of the type /
+        matches) index entries instead of sorting all matches.
+        """
+        offset, count = window
+        r = resources.c
+        stmt: Select[Any]
+        if matched is None:
+            stmt = select(r.resource_id).where(self.condition(plan))
+        elif total >= _WALK_FACTOR * (offset + count):
+            stmt = select(r.resource_id).where(
+                r.tenant_id == self.tenant,
+                r.resource_type == plan.resource_type,
+                r.resource_id.in_(matched),
+            )
+        else:
+            # DISTINCT keeps the matches a materialised subquery: flattened into the join,
+            # SQLite would walk the whole listing index and probe the tokens row by row.
+            m = (
+                matched.distinct().subquery("m")
+                if isinstance(matched, Select)
+                else matched.subquery("m")
+            )
+            stmt = select(r.resource_id).select_from(
+                m.join(
+                    resources,
+                    and_(
+                        r.tenant_id == self.tenant,
+                        r.resource_type == plan.resource_type,
+                        r.resource_id == m.c.resource_id,
+                    ),
+                )
+            )
+        stmt = stmt.order_by(*order).limit(count).offset(offset)
+        return [row.resource_id for row in self.conn.execute(stmt)]
 
     def page(self, plan: SearchPlan, *, count: int, offset: int, count_only: bool = False) -> Page:
         plan = self.resolve_chains(plan)
@@ -336,11 +433,14 @@ class Finder:
         order += [resources.c.last_updated.asc(), resources.c.resource_id.asc()]
         exact = all(exact_on_tokens(p) for p in plan.params)
         if exact and in_sql:
-            total = self.count(plan)
+            matched = self.matched(plan)
+            total = self.count(plan, matched)
             if count_only or count == 0 or offset >= total:
                 return Page(total)
-            rows = self.conn.execute(self._rows(plan, order).limit(count).offset(offset))
-            return Page(total, storage.open_rows(self._keys, self.tenant, rows))
+            ids = self.page_ids(plan, matched, order, (offset, count), total)
+            keys = [ResourceKey(plan.resource_type, i) for i in ids]
+            rows = storage.current_rows(self.conn, self.tenant, keys)
+            return Page(total, storage.open_rows(self.keys, self.tenant, rows))
         if in_sql:
             matches: list[Stored] = []
             total = 0
@@ -410,7 +510,7 @@ class Finder:
                             wanted.append(key)
         wanted = wanted[:MAX_INCLUDES]
         rows = storage.current_rows(self.conn, self.tenant, wanted)
-        return storage.open_rows(self._keys, self.tenant, rows)
+        return storage.open_rows(self.keys, self.tenant, rows)
 
     def _reverse(
         self, spec: Include, frontier: Sequence[Stored], seen: set[ResourceKey]
@@ -439,7 +539,7 @@ class Finder:
         keys = [k for k in keys if k not in seen]
         seen.update(keys)
         rows = storage.current_rows(self.conn, self.tenant, keys)
-        return storage.open_rows(self._keys, self.tenant, rows)
+        return storage.open_rows(self.keys, self.tenant, rows)
 
 
 def _reference_params(resource_type: str, code: str | None) -> list[SearchParam]:

@@ -73,7 +73,7 @@ def search(
             plan, count=count, offset=offset, count_only=plan.result.summary == "count"
         )
         page.included = finder.includes(plan, page.matches)
-        keys = store.data_keys(conn, caller.tenant)
+        keys = finder.keys
     for t in sorted({s.type for s in page.included} - {resource_type}):
         allow(store, caller, Operation.SEARCH, t)
     detail = seal_detail(keys, caller, {"type": resource_type, "query": list(pairs)})

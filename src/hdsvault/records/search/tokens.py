@@ -35,7 +35,7 @@ field suffix          values
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
@@ -58,6 +58,7 @@ __all__ = [
     "TokenFunction",
     "TokenInput",
     "bucket_inputs",
+    "index_input_sets",
     "index_inputs",
     "index_tokens",
     "pad_tokens",
@@ -203,6 +204,33 @@ def value_inputs(
     return frozenset(out)
 
 
+@lru_cache(maxsize=1 << 12)
+def _presence(field: str) -> frozenset[TokenInput]:
+    return frozenset({TokenInput(field + "#p", PRESENT)})
+
+
+def index_input_sets(
+    resource_type: str,
+    values: Mapping[str, Iterable[IndexValue]],
+    options: IndexOptions = DEFAULT_OPTIONS,
+) -> Iterator[frozenset[TokenInput]]:
+    """The token inputs of a resource version, as the (cached, shared) sets of each value.
+
+    Why sets: equal values give the *same* frozenset object (see :func:`value_inputs`), so
+    a caller can key a memo of their tokens by it (``records.indexing``).
+    """
+    for code, vals in values.items():
+        field = f"{resource_type}.{code}"
+        if field in options.unindexed:
+            continue
+        any_value = False
+        for v in vals:
+            yield value_inputs(field, v, options)
+            any_value = True
+        if any_value:
+            yield _presence(field)
+
+
 def index_inputs(
     resource_type: str,
     values: Mapping[str, Iterable[IndexValue]],
@@ -210,16 +238,8 @@ def index_inputs(
 ) -> set[TokenInput]:
     """All token inputs of a resource version, from :func:`.extract.extract`'s output."""
     out: set[TokenInput] = set()
-    for code, vals in values.items():
-        field = f"{resource_type}.{code}"
-        if field in options.unindexed:
-            continue
-        any_value = False
-        for v in vals:
-            out |= value_inputs(field, v, options)
-            any_value = True
-        if any_value:
-            out.add(TokenInput(field + "#p", PRESENT))
+    for inputs in index_input_sets(resource_type, values, options):
+        out |= inputs
     return out
 
 
