@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, select
 
 from hdsvault.access.decision import Operation
 from hdsvault.db.engine import read_connection
-from hdsvault.db.schema import resource_versions, resources
+from hdsvault.db.schema import resources
 from hdsvault.journal.store import append_many
 from hdsvault.records import bundles, storage, writes
 from hdsvault.records.errors import Problem, RecordError
@@ -506,14 +506,7 @@ def export_tenant(
     started = now()
     r = resources.c
     with read_connection(store.engine) as conn:
-        types = sorted(
-            t
-            for (t,) in conn.execute(
-                select(r.resource_type)
-                .where(r.tenant_id == caller.tenant, r.deleted.is_(False))
-                .distinct()
-            )
-        )
+        types = storage.types_present(conn, caller.tenant)
         patients = [
             f"Patient/{i}"
             for (i,) in conn.execute(
@@ -541,7 +534,7 @@ def export_tenant(
             target = directory / f"{rt}.ndjson"
             n = 0
             with target.open("wb") as out:
-                for stored in _current_of_type(conn, store, caller.tenant, keys, rt):
+                for stored in storage.iter_current(conn, keys, caller.tenant, rt):
                     out.write(orjson.dumps(stored) + b"\n")
                     n += 1
                     if progress and n % 500 == 0:
@@ -560,30 +553,3 @@ def export_tenant(
     report.manifest = directory / "manifest.json"
     report.manifest.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return report
-
-
-def _current_of_type(
-    conn: Any, store: RecordStore, tenant: str, keys: Any, rt: str
-) -> Iterator[Json]:
-    r, v = resources.c, resource_versions.c
-    stmt = (
-        select(v.resource_type, v.resource_id, v.version_id, v.last_updated, v.deleted, v.body)
-        .select_from(
-            resources.join(
-                resource_versions,
-                and_(
-                    v.tenant_id == r.tenant_id,
-                    v.resource_type == r.resource_type,
-                    v.resource_id == r.resource_id,
-                    v.version_id == r.version_id,
-                ),
-            )
-        )
-        .where(r.tenant_id == tenant, r.resource_type == rt, r.deleted.is_(False))
-        .order_by(r.resource_id)
-        .execution_options(yield_per=1000)
-    )
-    for row in conn.execute(stmt):
-        stored = storage.open_rows(keys, tenant, [row])[0]
-        if stored.resource is not None:
-            yield stored.resource

@@ -32,14 +32,13 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from hdsvault.access.decision import Operation
 from hdsvault.blobs import BlobError, BlobStore
-from hdsvault.crypto.aead import DataKeys
 from hdsvault.crypto.sealed import bulk_export_context
 from hdsvault.db.engine import read_connection
-from hdsvault.db.schema import bulk_exports, resource_versions, resources
+from hdsvault.db.schema import bulk_exports
 from hdsvault.journal.entry import Action
 from hdsvault.journal.store import append_many
 from hdsvault.periodic import PeriodicTask
@@ -196,9 +195,11 @@ def run(store: RecordStore, blobs: BlobStore, caller: Caller, job_id: str) -> Ex
     try:
         with read_connection(store.engine) as conn:
             keys = store.data_keys(conn, job.tenant)
-            types = job.types or _types_present(conn, job.tenant)
+            types = job.types or storage.types_present(conn, job.tenant)
             for rt in types:
-                for resource in _current(conn, keys, job.tenant, rt, job.since, transaction_time):
+                for resource in storage.iter_current(
+                    conn, keys, job.tenant, rt, since=job.since, until=transaction_time
+                ):
                     patient = patient_of(resource)
                     if patient is None and job.scope is ExportScope.PATIENT:
                         continue
@@ -425,55 +426,3 @@ def _safe_error(exc: Exception) -> str:
     if isinstance(exc, RecordError | BlobError):
         return f"{type(exc).__name__}: {exc}"[:500]
     return f"{type(exc).__name__} while writing the export"
-
-
-# ------------------------------------------------------------------ reading the store
-
-
-def _types_present(conn: Connection, tenant: str) -> tuple[str, ...]:
-    r = resources.c
-    rows = conn.execute(
-        select(r.resource_type).where(r.tenant_id == tenant, r.deleted.is_(False)).distinct()
-    )
-    return tuple(sorted(t for (t,) in rows))
-
-
-def _current(
-    conn: Connection,
-    keys: DataKeys,
-    tenant: str,
-    rt: str,
-    since: datetime | None,
-    until: datetime,
-) -> Iterator[Json]:
-    """Current versions of ``rt``, changed after ``since`` and not after ``until``."""
-    r, v = resources.c, resource_versions.c
-    where = [
-        r.tenant_id == tenant,
-        r.resource_type == rt,
-        r.deleted.is_(False),
-        r.last_updated <= until,
-    ]
-    if since is not None:
-        where.append(r.last_updated > since)
-    stmt = (
-        select(v.resource_type, v.resource_id, v.version_id, v.last_updated, v.deleted, v.body)
-        .select_from(
-            resources.join(
-                resource_versions,
-                and_(
-                    v.tenant_id == r.tenant_id,
-                    v.resource_type == r.resource_type,
-                    v.resource_id == r.resource_id,
-                    v.version_id == r.version_id,
-                ),
-            )
-        )
-        .where(*where)
-        .order_by(r.resource_id)
-        .execution_options(yield_per=1000)
-    )
-    for row in conn.execute(stmt):
-        stored = storage.open_rows(keys, tenant, [row])[0]
-        if stored.resource is not None:
-            yield stored.resource

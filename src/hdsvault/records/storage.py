@@ -16,7 +16,7 @@ handful of round trips, not thousands.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -168,23 +168,67 @@ def current_rows(conn: Connection, tenant: str, keys: Sequence[ResourceKey]) -> 
     return out
 
 
+_CURRENT = resources.join(
+    resource_versions,
+    and_(
+        resource_versions.c.tenant_id == resources.c.tenant_id,
+        resource_versions.c.resource_type == resources.c.resource_type,
+        resource_versions.c.resource_id == resources.c.resource_id,
+        resource_versions.c.version_id == resources.c.version_id,
+    ),
+)
+"""Each resource with its current version."""
+
+
+def types_present(conn: Connection, tenant: str) -> list[str]:
+    """Resource types the tenant has live resources of, sorted (bulk exports)."""
+    r = resources.c
+    rows = conn.execute(
+        select(r.resource_type).where(r.tenant_id == tenant, r.deleted.is_(False)).distinct()
+    )
+    return sorted(t for (t,) in rows)
+
+
+def iter_current(
+    conn: Connection,
+    keys: DataKeys,
+    tenant: str,
+    resource_type: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Iterator[Json]:
+    """Every live resource of a type, current version, opened; changed in (since, until].
+
+    Streams in id order, a thousand rows at a time, so a bulk export of millions of
+    resources holds one batch in memory.
+    """
+    r = resources.c
+    where = [r.tenant_id == tenant, r.resource_type == resource_type, r.deleted.is_(False)]
+    if since is not None:
+        where.append(r.last_updated > since)
+    if until is not None:
+        where.append(r.last_updated <= until)
+    stmt = (
+        select(*_VERSION_COLUMNS)
+        .select_from(_CURRENT)
+        .where(*where)
+        .order_by(r.resource_id)
+        .execution_options(yield_per=1000)
+    )
+    for row in conn.execute(stmt):
+        stored = _stored(keys, tenant, row)
+        if stored.resource is not None:
+            yield stored.resource
+
+
 def _current_of(conn: Connection, tenant: str, resource_type: str, ids: list[str]) -> list[Any]:
     out: list[Any] = []
     for i in range(0, len(ids), _KEY_CHUNK):
         chunk = ids[i : i + _KEY_CHUNK]
         stmt = (
             select(*_VERSION_COLUMNS)
-            .select_from(
-                resources.join(
-                    resource_versions,
-                    and_(
-                        resource_versions.c.tenant_id == resources.c.tenant_id,
-                        resource_versions.c.resource_type == resources.c.resource_type,
-                        resource_versions.c.resource_id == resources.c.resource_id,
-                        resource_versions.c.version_id == resources.c.version_id,
-                    ),
-                )
-            )
+            .select_from(_CURRENT)
             .where(
                 resources.c.tenant_id == tenant,
                 resources.c.resource_type == resource_type,
