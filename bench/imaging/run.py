@@ -1,7 +1,7 @@
 """Imaging ingest and retrieval, hdsvault beside Orthanc on the same files in the same run.
 
-    python bench/imaging/run.py [--instances 400] [--per-study 40] [--stow-batch 50]
-                                [--concurrency 1]
+    python bench/imaging/run.py [--instances 400] [--large-instances 200] [--per-study 40]
+                                [--stow-batch 50] [--concurrency 1]
 
 - C-STORE ingest: dcmtk ``storescu`` (the same binary for both targets), one association per
   unit of concurrency, each sending its share of the files;
@@ -17,8 +17,10 @@ default), and acknowledges a write only once the blob and the index transaction 
 before Orthanc is measured. Orthanc runs with its defaults, which are less strict: SQLite
 index in WAL mode with ``synchronous=NORMAL`` (index commits are not fsynced), storage area
 fsynced per file (``SyncStorageArea``), no compression; ``TCP_NODELAY=1`` is in its
-environment. Both log at warning level. Files are CT_small.dcm (pydicom test data) cloned
-with fresh UIDs.
+environment. Both log at warning level. Two instance sizes, each with every operation:
+CT_small.dcm (pydicom test data, 39 KB: what per-instance overhead costs) and the same with
+its image tiled to 512x512 16-bit pixels (525 KB, a usual CT slice: MB/s), cloned with fresh
+UIDs; the pixel data check covers both.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,9 +58,25 @@ from support.orthanc import Orthanc, missing_requirements
 TENANT = "750712184"
 
 
-def make_files(directory: Path, n: int, per_study: int) -> list[Path]:
+SAMPLES = {
+    128: "CT_small.dcm, 39 KB",
+    512: "CT 512x512x16 bits, 525 KB",
+}
+"""Instance sizes of the bench: the pydicom test file (small-file overhead) and a CT slice
+of the usual size (throughput in MB/s), both by edge (Rows = Columns) in pixels."""
+
+
+def make_files(directory: Path, n: int, per_study: int, edge: int = 128) -> list[Path]:
+    """``n`` clones of CT_small.dcm with fresh UIDs, ``per_study`` per study; with ``edge``
+    512 its 128x128 image is tiled 4x4 into a 512x512 one (a CT slice of the usual size)."""
     directory.mkdir(parents=True)
     base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    if edge != base.Rows:  # native pixels, 2 bytes each: tile rows, then repeat them
+        width = base.Columns * 2
+        rows = [base.PixelData[r * width : (r + 1) * width] for r in range(base.Rows)]
+        reps = edge // base.Columns
+        base.PixelData = b"".join(rows[r % base.Rows] * reps for r in range(edge))
+        base.Rows = base.Columns = edge
     paths = []
     study = series = ""
     for i in range(n):
@@ -73,6 +92,32 @@ def make_files(directory: Path, n: int, per_study: int) -> list[Path]:
         base.save_as(p, enforce_file_format=True)
         paths.append(p)
     return paths
+
+
+def flush_ms(directory: Path, n: int = 9) -> float:
+    """Median time in ms of a small durable write (file fsync, then directory fsync) on the
+    bench's disk, right now. Why: both peers acknowledge after flushes (hdsvault three per
+    C-STORE, Orthanc one), and on a shared disk their cost moves from ~0.2 ms to several ms
+    with other jobs' writes; printed beside each row so that a slow row can be told apart."""
+    directory.mkdir(parents=True, exist_ok=True)
+    times = []
+    for i in range(n):
+        path = directory / f"probe{i}"
+        start = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        times.append(time.perf_counter() - start)
+        path.unlink()
+    return sorted(times)[n // 2] * 1000
 
 
 def storescu(host: str, port: int, aec: str, directories: list[Path]) -> float:
@@ -213,9 +258,48 @@ def wait_for_fhir_sync(platform: Platform, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+@dataclass
+class Sample:
+    """The files of one instance size: one set for C-STORE (split into one directory per
+    association), another (fresh UIDs) for STOW-RS and WADO-RS."""
+
+    label: str
+    n: int
+    dirs: list[Path]
+    stow_files: list[bytes]
+    sent: dict[str, bytes]
+    studies: list[str]
+    mb: float
+
+
+def make_sample(work: Path, edge: int, n: int, per_study: int, n_conc: int) -> Sample:
+    root = work / f"edge{edge}"
+    dimse_files = make_files(root / "dimse", n, per_study, edge)
+    dirs = [root / "dimse" / f"a{i}" for i in range(n_conc)]
+    for i, p in enumerate(dimse_files):
+        dirs[i % n_conc].mkdir(exist_ok=True)
+        p.rename(dirs[i % n_conc] / p.name)
+    stow_paths = make_files(root / "stow", n, per_study, edge)
+    studies = {
+        str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in stow_paths
+    }
+    return Sample(
+        SAMPLES[edge],
+        n,
+        dirs,
+        [p.read_bytes() for p in stow_paths],
+        pixel_data(stow_paths),
+        sorted(studies),
+        sum(p.stat().st_size for p in root.glob("dimse/a*/*.dcm")) / 1e6,
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--instances", type=int, default=400)
+    ap.add_argument("--instances", type=int, default=400, help="small (39 KB) instances")
+    ap.add_argument(
+        "--large-instances", type=int, default=200, help="CT slices of 525 KB (0: none)"
+    )
     ap.add_argument("--per-study", type=int, default=40)
     ap.add_argument("--stow-batch", type=int, default=50)
     ap.add_argument(
@@ -246,19 +330,8 @@ def main() -> int:
     n_conc = max(1, args.concurrency)
     with tempfile.TemporaryDirectory(prefix="hdsv-bench-img-") as tmp:
         work = Path(tmp)
-        dimse_files = make_files(work / "dimse", args.instances, args.per_study)
-        dirs = [work / "dimse" / f"a{i}" for i in range(n_conc)]
-        for i, p in enumerate(dimse_files):
-            dirs[i % n_conc].mkdir(exist_ok=True)
-            p.rename(dirs[i % n_conc] / p.name)
-        dimse_files = sorted(work.glob("dimse/a*/*.dcm"))
-        stow_paths = make_files(work / "stow", args.instances, args.per_study)
-        stow_files = [p.read_bytes() for p in stow_paths]
-        sent = pixel_data(stow_paths)
-        mb = sum(p.stat().st_size for p in dimse_files) / 1e6
-        studies = sorted(
-            {str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in stow_paths}
-        )
+        sizes = [(128, args.instances), (512, args.large_instances)]
+        samples = [make_sample(work, e, n, args.per_study, n_conc) for e, n in sizes if n > 0]
 
         settings = load_settings(data_dir=work / "hdsvault", logging={"level": "warning"})
         init_platform(settings)
@@ -288,62 +361,74 @@ def main() -> int:
         auth = {"Authorization": f"Bearer {token}"}
         hv_base = f"http://127.0.0.1:{http_port}/dicomweb/{TENANT}"
 
-        rows = []
+        rows: list[tuple[str, Sample, float, float, float]] = []
+        probe = work / "hdsvault" / "flush-probe"  # the disk both peers write to
         load = os.getloadavg()
         with Orthanc(work / "orthanc") as orthanc:
             o_base = f"{orthanc.url}/dicom-web"
-            t_hv = storescu(dhost, dport, settings.dicom.ae_title, dirs)
-            wait_for_fhir_sync(platform)
-            t_or = storescu("127.0.0.1", orthanc.dicom_port, "ORTHANC", dirs)
-            rows.append(("C-STORE ingest (storescu)", t_hv, t_or))
-            noop, noop_port = noop_scp(settings.dicom.max_pdu)
-            t_noop = storescu("127.0.0.1", noop_port, "NOOP", dirs)
-            noop.shutdown()
-            rows.append(("C-STORE, no-op pynetdicom SCP in hdsvault's place", t_noop, t_or))
-            t_hv = stow(f"{hv_base}/studies", stow_files, args.stow_batch, auth, n_conc)
-            t_or = stow(f"{o_base}/studies", stow_files, args.stow_batch, {}, n_conc)
-            rows.append((f"STOW-RS ingest (batches of {args.stow_batch})", t_hv, t_or))
-            t_hv, b_hv = wado(hv_base, studies, auth, n_conc)
-            t_or, b_or = wado(o_base, studies, {}, n_conc)
-            rows.append(("WADO-RS retrieve (per study)", t_hv, t_or))
-            load = tuple(max(a, b) for a, b in zip(load, os.getloadavg(), strict=True))
-            check_identical("hdsvault", b_hv, sent)
-            check_identical("Orthanc", b_or, sent)
+            for sample in samples:
+                dirs = sample.dirs
+                flush = flush_ms(probe)
+                t_hv = storescu(dhost, dport, settings.dicom.ae_title, dirs)
+                wait_for_fhir_sync(platform)
+                t_or = storescu("127.0.0.1", orthanc.dicom_port, "ORTHANC", dirs)
+                rows.append(("C-STORE ingest (storescu)", sample, t_hv, t_or, flush))
+                flush = flush_ms(probe)
+                noop, noop_port = noop_scp(settings.dicom.max_pdu)
+                t_noop = storescu("127.0.0.1", noop_port, "NOOP", dirs)
+                noop.shutdown()
+                no_op = "C-STORE, no-op pynetdicom SCP as hdsvault"
+                rows.append((no_op, sample, t_noop, t_or, flush))
+                files, batch = sample.stow_files, args.stow_batch
+                flush = flush_ms(probe)
+                t_hv = stow(f"{hv_base}/studies", files, batch, auth, n_conc)
+                t_or = stow(f"{o_base}/studies", files, batch, {}, n_conc)
+                rows.append((f"STOW-RS ingest (batches of {batch})", sample, t_hv, t_or, flush))
+                flush = flush_ms(probe)
+                t_hv, b_hv = wado(hv_base, sample.studies, auth, n_conc)
+                t_or, b_or = wado(o_base, sample.studies, {}, n_conc)
+                rows.append(("WADO-RS retrieve (per study)", sample, t_hv, t_or, flush))
+                check_identical("hdsvault", b_hv, sample.sent)
+                check_identical("Orthanc", b_or, sample.sent)
+                load = tuple(max(a, b) for a, b in zip(load, os.getloadavg(), strict=True))
         server.should_exit = True
         thread.join(timeout=10)
         dimse.stop()
         platform.close()
 
-    n = args.instances
-    table = []
-    for what, t_hv, t_or in rows:
-        table.append(
-            (
-                what,
-                f"{n / t_hv:.0f}",
-                f"{mb / t_hv:.1f}",
-                f"{n / t_or:.0f}",
-                f"{mb / t_or:.1f}",
-                f"{t_or / t_hv:.2f}",
-            )
+    table = [
+        (
+            what,
+            f"{sample.label} x {sample.n}",
+            f"{sample.n / t_hv:.0f}",
+            f"{sample.mb / t_hv:.1f}",
+            f"{sample.n / t_or:.0f}",
+            f"{sample.mb / t_or:.1f}",
+            f"{t_or / t_hv:.2f}",
+            f"{flush:.2f}",
         )
+        for what, sample, t_hv, t_or, flush in rows
+    ]
     print_table(
-        f"Imaging: {n} instances ({mb:.1f} MB), {len(studies)} studies, "
-        f"concurrency {n_conc} for both",
+        f"Imaging: hdsvault and Orthanc on the same files, concurrency {n_conc} for both",
         [
             "operation",
+            "instances",
             "hdsvault inst/s",
             "hdsvault MB/s",
             "Orthanc inst/s",
             "Orthanc MB/s",
             "hdsvault/Orthanc",
+            "disk flush ms",
         ],
         table,
         caption="hdsvault: AES-GCM per instance, sealed metadata, blind-index tokens, journal; "
         "SQLite (WAL, synchronous=FULL) + filesystem blobs, every ack after fsync. "
         "Orthanc: defaults (SQLite WAL synchronous=NORMAL, storage fsync on), "
         "TCP_NODELAY=1. Pixel data checked identical after WADO-RS. Ratio > 1: hdsvault "
-        f"faster. Load average (max over the run): {load[0]:.2f}.",
+        "faster. Disk flush: median file + directory fsync just before the row. "
+        f"Load average (max over the run, 1/5/15 min): "
+        f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.",
     )
     return 0
 

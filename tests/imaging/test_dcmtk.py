@@ -139,3 +139,47 @@ def test_move_to_unknown_or_foreign_destination_refused(dimse: Dimse, tmp_path: 
             check=False,
         )
         assert "movedestinationunknown" in (moved.stdout + moved.stderr).lower(), moved.stderr
+
+
+def test_failed_commit_fails_the_store_and_keeps_no_blob(
+    dimse: Dimse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The C-STORE response follows the commit: a commit that fails answers 0xA700 (the peer
+    retries), and the blob written before it is deleted (no instance, no orphan)."""
+    from sqlalchemy.exc import OperationalError
+
+    def broken(*_args: object, **_kw: object) -> None:
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr("hdsvault.imaging.journaling.record", broken)
+    out = run(dcmtk("storescu"), "-v", *_net(dimse), str(sample("CT_small.dcm")), check=False)
+    assert "Received Store Response (Refused: OutOfResources)" in out.stderr, out.stderr
+    store = dimse.server.store
+    assert list(store.blobs.iter_keys("")) == []
+    monkeypatch.undo()
+    out = run(dcmtk("storescu"), "-v", *_net(dimse), str(sample("CT_small.dcm")))
+    assert "Received Store Response (Success)" in out.stderr, out.stderr
+
+
+def test_imagingstudy_synced_at_association_end(dimse: Dimse) -> None:
+    """ImagingStudy is derived data: synced once the association ends, not per C-STORE."""
+    import time
+
+    from sqlalchemy import select
+
+    from hdsvault.db.schema import imaging_studies
+
+    store = dimse.server.store
+    files = [str(sample(n)) for n in ("CT_small.dcm", "MR_small.dcm")]
+    out = run(dcmtk("storescu"), "-v", *_net(dimse), *files)
+    assert out.stderr.count("Received Store Response (Success)") == 2, out.stderr
+    st = imaging_studies.c
+    deadline = time.monotonic() + 20
+    while True:
+        with store.engine.connect() as conn:
+            rows = conn.execute(select(st.revision, st.fhir_revision)).all()
+        if rows and all(r.revision == r.fhir_revision for r in rows):
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.05)
+    assert len(rows) == 2 and all(r.revision >= 1 for r in rows)

@@ -152,6 +152,7 @@ def test_dicomweb_errors_and_rendering(platform: Platform, tenant: str) -> None:
         _media, params = multipart.content_type_params(wado.headers["content-type"])
         parts = multipart.parse(wado.content, params["boundary"])
         assert [p.body for p in parts] == [sample_bytes("CT_small.dcm")]
+        assert wado.headers["content-length"] == str(len(wado.content))  # declared, not chunked
         assert client.get(f"{base}/studies/1.2.3", headers=auth).status_code == 404
         assert client.get("/dicomweb/123/studies", headers=auth).status_code == 404
         # another establishment's token: refused (and journaled)
@@ -199,3 +200,10 @@ def test_no_clear_identity_at_rest(
         for s in secrets:
             assert s not in dump, s
     del sync_studies
+
+
+def test_framed_length_is_what_frame_yields() -> None:
+    items = [("application/dicom; transfer-syntax=1.2.840.10008.1.2.1", b"x" * 1001), ("a/b", b"")]
+    boundary = multipart.new_boundary()
+    body = b"".join(multipart.frame(((c, [d]) for c, d in items), boundary))
+    assert multipart.framed_length(((c, len(d)) for c, d in items), boundary) == len(body)

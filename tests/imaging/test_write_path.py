@@ -101,3 +101,60 @@ def test_a_failed_transaction_leaves_no_blob(
         assert list(store.blobs.iter_keys(f"{tenant}/")) == []
     finally:
         store.close()
+
+
+def test_a_rotation_is_seen_by_the_next_store(
+    imaging: ImagingStore, platform: Platform, tenant: str, caller: Caller
+) -> None:
+    """The data keys are cached by the store, but the current version is read at each store:
+    after ``keys rotate`` (another process, in production) new instances use the new key."""
+    from hdsvault.tenants.keys import rotate_keys
+
+    def versions() -> list[int]:
+        with platform.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    imaging_instances.c.key_version, imaging_instances.c.blob_key_version
+                ).order_by(imaging_instances.c.created_at)
+            ).all()
+        return [v for row in rows for v in row]
+
+    first, second = (sample_bytes(n) for n in NAMES[:2])
+    assert imaging.store(caller, first, source="test").status == "stored"
+    assert rotate_keys(platform, tenant, by="test") == 2
+    assert imaging.store(caller, second, source="test").status == "stored"
+    assert versions() == [1, 1, 2, 2]
+    keys = retrieve.data_keys(imaging, tenant)
+    with platform.engine.connect() as conn:
+        refs = retrieve.find(conn, imaging, tenant, [pydicom_uid(first), pydicom_uid(second)])
+    assert sorted(retrieve.read(imaging, tenant, r, keys) for r in refs) == sorted([first, second])
+
+
+def pydicom_uid(data: bytes) -> str:
+    from hdsvault.imaging.dicomfile import parse
+
+    return parse(data).study_uid
+
+
+def test_a_single_instance_is_written_without_the_pool(
+    platform: Platform, tenant: str, caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of one (every C-STORE) is sealed and written in the calling thread; a failed
+    put still fails the instance alone, and leaves no blob and no row."""
+    data = sample_bytes(NAMES[0])
+    inner = open_blob_store(platform.settings, platform.engine)
+    store = ImagingStore(platform, blobs=FlakyBlobs(inner, len(data) + 16 + 33))
+    try:
+
+        def no_pool(*_args: object, **_kw: object) -> None:
+            raise AssertionError("the pool was used for a single instance")
+
+        monkeypatch.setattr(store.pool, "submit", no_pool)
+        outcome = store.store(caller, data, source="test")
+        assert outcome.status == "failed"
+        assert outcome.error is not None and outcome.error.kind.name == "UNAVAILABLE"
+        assert _instances(platform) == 0
+        assert list(inner.iter_keys(f"{tenant}/")) == []
+        assert store.store(caller, sample_bytes(NAMES[1]), source="test").status == "stored"
+    finally:
+        store.close()

@@ -350,7 +350,13 @@ async def _retrieve(
 
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
     body = multipart.coalesce(multipart.frame(parts(), boundary), STREAM_PIECE)
-    return StreamingResponse(iterate_in_threadpool(body), media_type=media)
+    length = multipart.framed_length(
+        ((f"application/dicom; transfer-syntax={r.transfer_syntax_uid}", r.size) for r in refs),
+        boundary,
+    )
+    return StreamingResponse(
+        iterate_in_threadpool(body), media_type=media, headers={"Content-Length": str(length)}
+    )
 
 
 @router.get("/studies/{study}")

@@ -16,11 +16,20 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    AllStoragePresentationContexts,
+    build_context,
+    evt,
+)
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -56,6 +65,20 @@ _UID_TAGS = {
     parse_attribute("SOPInstanceUID"): "sop",
 }
 _MAX_SUB_CONTEXTS = 120
+_IMPLEMENTATION = (str(PYNETDICOM_IMPLEMENTATION_UID), PYNETDICOM_IMPLEMENTATION_VERSION)
+"""File meta of a received instance: what pynetdicom's ``encoded_dataset`` writes."""
+
+
+@dataclass
+class _Association:
+    """Per-association state of the C-STORE handler: who the peer acts as (built once, not
+    per instance: its journal entries share one request id, the association's) and the
+    studies it added to (their ImagingStudy is synced at the end)."""
+
+    assoc: Any  # held so that its id(), the key of this state, is not reused meanwhile
+    caller: Caller
+    source: str
+    studies: set[str] = field(default_factory=set)
 
 
 def nodelay(event: Any) -> None:
@@ -85,7 +108,7 @@ class DimseServer:
         self.settings = store.settings.dicom
         self.peers = Peers(self.settings)
         self._server: Any = None
-        self._touched: dict[int, tuple[Caller, set[str]]] = {}
+        self._associations: dict[int, _Association] = {}
         self._lock = threading.Lock()
         self.ae = self._build_ae()
 
@@ -163,14 +186,33 @@ class DimseServer:
     def _on_echo(self, event: Any) -> int:
         return 0x0000
 
+    def _association(self, event: Any, peer: Peer, address: str | None) -> _Association:
+        """The state kept for the length of an association: built at its first C-STORE."""
+        key = id(event.assoc)
+        state = self._associations.get(key)
+        if state is None:
+            with self._lock:
+                state = self._associations.setdefault(
+                    key,
+                    _Association(event.assoc, peer.caller(address), f"dicom:{peer.ae_title}"),
+                )
+        return state
+
     def _on_store(self, event: Any) -> int:
         peer, address = self._peer(event)
         if peer is None:
             return 0x0124
-        caller = peer.caller(address)
+        state = self._association(event, peer, address)
         try:
-            data = event.encoded_dataset(include_meta=True)
-            outcome = self.store.store(caller, data, source=f"dicom:{peer.ae_title}")
+            request = event.request
+            data = dicomfile.part10(
+                request.DataSet.getvalue(),
+                str(request.AffectedSOPClassUID),
+                str(request.AffectedSOPInstanceUID),
+                str(event.context.transfer_syntax),
+                _IMPLEMENTATION,
+            )
+            outcome = self.store.store(state.caller, data, source=state.source)
         except ImagingError as exc:
             log.warning("dicom.store-refused", peer=peer.ae_title, kind=str(exc.kind))
             return _STORE_STATUS[exc.kind]
@@ -181,20 +223,23 @@ class DimseServer:
             kind = outcome.error.kind if outcome.error else Kind.INVALID
             return _STORE_STATUS[kind]
         if outcome.study_id:
-            key = id(event.assoc)
-            with self._lock:
-                entry = self._touched.setdefault(key, (caller, set()))
-            entry[1].add(outcome.study_id)
+            state.studies.add(outcome.study_id)
         return 0x0000
 
     def _on_close(self, event: Any) -> None:
+        """Bring the ImagingStudy resources of the studies the association added to in step.
+
+        Derived data, so off the acknowledgement path: each C-STORE was acknowledged once its
+        instance, index rows and journal entry were durable. Until this runs (at the end of
+        the association) the FHIR API shows the studies as they were before it; a crash in
+        between is caught up by :func:`sync_pending` when the listener starts.
+        """
         with self._lock:
-            entry = self._touched.pop(id(event.assoc), None)
-        if entry is None:
+            state = self._associations.pop(id(event.assoc), None)
+        if state is None or not state.studies:
             return
-        caller, studies = entry
         try:
-            sync_studies(self.store, caller, studies)
+            sync_studies(self.store, state.caller, state.studies)
         except Exception as exc:  # left for sync_pending
             log.warning("imagingstudy.sync-deferred", error=str(exc)[:200])
 

@@ -86,6 +86,19 @@ def frame(items: Iterable[tuple[str, Iterable[bytes]]], boundary: str) -> Iterat
     yield delim + b"--\r\n"
 
 
+def framed_length(items: Iterable[tuple[str, int]], boundary: str) -> int:
+    """The length of what :func:`frame` yields for parts of these (content type, size).
+
+    Why: a response whose length is declared goes out without chunked transfer encoding (no
+    chunk framing for the server to write and the client to parse), and the client knows how
+    much is coming; the sizes are in the index (plaintext bytes of each stored file)."""
+    delim = len(boundary) + 2
+    total = delim + 4  # closing "--boundary--\r\n"
+    for ctype, size in items:
+        total += delim + len(b"\r\nContent-Type: ") + len(ctype.encode()) + 4 + size + 2
+    return total
+
+
 def coalesce(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
     """``chunks`` regrouped into pieces of at least ``size`` bytes (the last one may be less).
 

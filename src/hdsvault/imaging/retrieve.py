@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, Table, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from hdsvault.access.decision import Operation
@@ -43,19 +43,10 @@ class InstanceRef:
     patient_ref: str | None
 
 
-def _ids(
-    conn: Connection, tenant: str, table: object, level: str, uids: Sequence[str], index: object
-) -> list[str]:
-    from sqlalchemy import Table
-
-    assert isinstance(table, Table)
-    tokens = [ix.uid_token(index, level, u) for u in uids]  # type: ignore[arg-type]
-    return [
-        str(r)
-        for r in conn.execute(
-            select(table.c.id).where(table.c.tenant_id == tenant, table.c.uid_token.in_(tokens))
-        ).scalars()
-    ]
+def _ids_of(table: Table, tenant: str, tokens: list[bytes]) -> Select[tuple[str]]:
+    """The ids of ``table``'s rows with these uid tokens, as a subquery of :func:`find`'s one
+    statement (a separate query per level cost a round trip each on every retrieval)."""
+    return select(table.c.id).where(table.c.tenant_id == tenant, table.c.uid_token.in_(tokens))
 
 
 def find(
@@ -87,13 +78,11 @@ def find(
         .order_by(it.created_at, it.id)
     )
     if study_uids:
-        stmt = stmt.where(
-            it.study_id.in_(_ids(conn, tenant, imaging_studies, "study", study_uids, index))
-        )
+        tokens = [ix.uid_token(index, "study", u) for u in study_uids]
+        stmt = stmt.where(it.study_id.in_(_ids_of(imaging_studies, tenant, tokens)))
     if series_uids:
-        stmt = stmt.where(
-            it.series_id.in_(_ids(conn, tenant, imaging_series, "series", series_uids, index))
-        )
+        tokens = [ix.uid_token(index, "series", u) for u in series_uids]
+        stmt = stmt.where(it.series_id.in_(_ids_of(imaging_series, tenant, tokens)))
     if sop_uids:
         tokens = [ix.uid_token(index, "instance", u) for u in sop_uids]
         stmt = stmt.where(it.uid_token.in_(tokens))
