@@ -209,7 +209,10 @@ def test_clinicians_may_not_export_and_the_refusal_is_journaled(fhir: Fhir) -> N
 
 def test_capability_statement_lists_export(fhir: Fhir) -> None:
     body = fhir.get("/metadata").json()
-    assert "export" in [o["name"] for o in body["rest"][0]["operation"]]
+    operations = {o["name"]: o["definition"] for o in body["rest"][0]["operation"]}
+    bulk = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
+    assert operations["export"] == f"{bulk}/export"
+    assert operations["patient-export"] == f"{bulk}/patient-export"
 
 
 def test_a_real_client_polls_until_the_manifest(live_server: Any) -> None:

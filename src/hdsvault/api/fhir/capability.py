@@ -39,6 +39,13 @@ _RESULT_PARAMS = (
 _FLAGS = {"conditional-update", "conditional-delete"}
 _GENERIC = "{resource_type}"
 
+_BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
+_CANONICAL_OPERATIONS = {
+    "export": f"{_BULK_DATA}/export",
+    "patient-export": f"{_BULK_DATA}/patient-export",
+}
+"""Operations defined elsewhere: their published canonical URL (Bulk Data Access IG)."""
+
 
 class RouteLike(Protocol):
     @property
@@ -114,7 +121,7 @@ def _build(base: str, routes: tuple[tuple[str, str, str], ...]) -> Json:
     operations = [
         {
             "name": i,
-            "definition": f"{base}/OperationDefinition/{i}",
+            "definition": _CANONICAL_OPERATIONS.get(i, f"{base}/OperationDefinition/{i}"),
         }
         for lvl, i, _ in routes
         if lvl == "operation"
