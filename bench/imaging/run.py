@@ -10,7 +10,9 @@
   instance's pixel data is checked byte-identical to what was sent, for both peers.
 
 Fairness: both peers get the same files, the same clients and the same concurrency, on the
-same machine, one after the other. hdsvault runs with its encryption (AES-GCM per instance,
+same machine, one after the other; each peer is its own server process (hdsvault is
+``hdsvault serve`` with ``[dicom] enabled``, HTTP and DIMSE in one process, as deployed), so
+the bench's clients never share a peer's interpreter. hdsvault runs with its encryption (AES-GCM per instance,
 sealed metadata, blind-index tokens) and journal on, SQLite and filesystem blobs (the embedded
 default), and acknowledges a write only once the blob and the index transaction are fsynced
 (``synchronous=FULL``); its ImagingStudy derivation after each association is let finish
@@ -28,10 +30,10 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -162,6 +164,33 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
         evt_handlers=[(evt.EVT_CONN_OPEN, nodelay), (evt.EVT_C_STORE, on_store)],
     )
     return server, int(server.server_address[1])
+
+
+def serve(config: Path, http_port: int, dicom_port: int) -> subprocess.Popen[bytes]:
+    """``hdsvault serve`` on the bench's config; returns once HTTP and DIMSE both answer."""
+    exe = Path(sys.executable).parent / "hdsvault"
+    proc = subprocess.Popen(
+        [str(exe), "--config", str(config), "serve", "--port", str(http_port), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"hdsvault serve exited with {proc.returncode}: {err[-2000:]}")
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code
+        except httpx.TransportError:
+            ready = 0
+        if ready == 200:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", dicom_port)) == 0:
+                    return proc
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("hdsvault serve did not become ready in 120 s")
+        time.sleep(0.1)
 
 
 def _parallel(n: int, work: Callable[[int], object]) -> float:
@@ -314,14 +343,9 @@ def main() -> int:
         print(f"imaging bench skipped: {problem or 'dcmtk missing'}")
         return 0
 
-    import uvicorn
-
     from hdsvault.access.roles import Role
     from hdsvault.access.tokens import create_token
-    from hdsvault.api.app import create_app
-    from hdsvault.config import DicomPeerSettings, load_settings
-    from hdsvault.dicom.server import DimseServer
-    from hdsvault.imaging.store import ImagingStore
+    from hdsvault.config import load_settings
     from hdsvault.logs import configure_logging
     from hdsvault.platform import init_platform
     from hdsvault.tenants.service import add_tenant
@@ -333,32 +357,26 @@ def main() -> int:
         sizes = [(128, args.instances), (512, args.large_instances)]
         samples = [make_sample(work, e, n, args.per_study, n_conc) for e, n in sizes if n > 0]
 
-        settings = load_settings(data_dir=work / "hdsvault", logging={"level": "warning"})
+        http_port, dport = _port(), _port()
+        config = work / "hdsvault.toml"
+        config.write_text(
+            f'data_dir = "{work / "hdsvault"}"\n'
+            '[logging]\nlevel = "warning"\n'
+            f"[dicom]\nenabled = true\nport = {dport}\n"
+            f'[[dicom.peers]]\nae_title = "BENCH"\ntenant = "{TENANT}"\n'
+        )
+        settings = load_settings(config)
         init_platform(settings)
         platform = Platform.open(settings)
         add_tenant(platform, TENANT, "Bench", by="bench")
-        settings.dicom.port = 0
-        settings.dicom.peers = [DicomPeerSettings(ae_title="BENCH", tenant=TENANT)]
-        dimse = DimseServer(ImagingStore(platform))
-        dhost, dport = dimse.start()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(platform),
-                host="127.0.0.1",
-                port=_port(),
-                log_config=None,
-                access_log=False,
-            )
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        http_port = server.config.port
         token = create_token(
             platform.engine, tenant=TENANT, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="bench"
         ).token
         auth = {"Authorization": f"Bearer {token}"}
+        # hdsvault runs as it is deployed, `hdsvault serve` in its own process (HTTP and DIMSE),
+        # like Orthanc: the bench's HTTP clients never share its interpreter.
+        server = serve(config, http_port, dport)
+        dhost = "127.0.0.1"
         hv_base = f"http://127.0.0.1:{http_port}/dicomweb/{TENANT}"
 
         rows: list[tuple[str, Sample, float, float, float]] = []
@@ -391,9 +409,8 @@ def main() -> int:
                 check_identical("hdsvault", b_hv, sample.sent)
                 check_identical("Orthanc", b_or, sample.sent)
                 load = tuple(max(a, b) for a, b in zip(load, os.getloadavg(), strict=True))
-        server.should_exit = True
-        thread.join(timeout=10)
-        dimse.stop()
+        server.terminate()
+        server.wait(timeout=60)
         platform.close()
 
     table = [
@@ -434,8 +451,6 @@ def main() -> int:
 
 
 def _port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
