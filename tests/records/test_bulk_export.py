@@ -58,6 +58,16 @@ def _manifest(fhir: Fhir, token: str, job: str) -> dict[str, Any]:
     return body
 
 
+def _parts(fhir: Fhir, job: str) -> list[dict[str, Any]]:
+    """The job's sealed parts as the database lists them."""
+    with fhir.platform.engine.connect() as conn:
+        text = conn.execute(
+            select(bulk_exports.c.parts).where(bulk_exports.c.id == job)
+        ).scalar_one()
+    parts: list[dict[str, Any]] = orjson.loads(text)
+    return parts
+
+
 def _download(fhir: Fhir, token: str, url: str) -> list[dict[str, Any]]:
     path = url.split(f"/fhir/{TENANT}", 1)[1]
     r = fhir.get(path, token=token)
@@ -94,10 +104,7 @@ def test_type_and_since_filters(fhir: Fhir, service: str) -> None:
 def test_parts_are_sealed_and_a_tampered_part_is_refused(fhir: Fhir, service: str) -> None:
     _record(fhir)
     job = _kick_off(fhir, service, "?_type=Patient")
-    with fhir.platform.engine.connect() as conn:
-        parts = orjson.loads(
-            conn.execute(select(bulk_exports.c.parts).where(bulk_exports.c.id == job)).scalar_one()
-        )
+    parts = _parts(fhir, job)
     blobs = open_blob_store(fhir.platform.settings, fhir.platform.engine)
     sealed = blobs.get(parts[0]["blob_key"])
     assert MARKER.encode() not in sealed
@@ -139,10 +146,7 @@ def test_only_the_requester_sees_the_job(fhir: Fhir, service: str) -> None:
 def test_cancel_deletes_the_files(fhir: Fhir, service: str) -> None:
     _record(fhir)
     job = _kick_off(fhir, service)
-    with fhir.platform.engine.connect() as conn:
-        parts = orjson.loads(
-            conn.execute(select(bulk_exports.c.parts).where(bulk_exports.c.id == job)).scalar_one()
-        )
+    parts = _parts(fhir, job)
     assert fhir.delete(f"/$export-status/{job}", token=service).status_code == 202
     blobs = open_blob_store(fhir.platform.settings, fhir.platform.engine)
     assert parts and not any(blobs.exists(p["blob_key"]) for p in parts)

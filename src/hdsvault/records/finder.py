@@ -275,15 +275,7 @@ class Finder:
         return None
 
     def _from(self, plan: SearchPlan) -> Any:
-        versions = resources.join(
-            resource_versions,
-            and_(
-                resource_versions.c.tenant_id == resources.c.tenant_id,
-                resource_versions.c.resource_type == resources.c.resource_type,
-                resource_versions.c.resource_id == resources.c.resource_id,
-                resource_versions.c.version_id == resources.c.version_id,
-            ),
-        )
+        versions = storage.CURRENT_VERSIONS
         driver = self._driver(plan)
         if driver is None:
             return versions

@@ -168,7 +168,7 @@ def current_rows(conn: Connection, tenant: str, keys: Sequence[ResourceKey]) -> 
     return out
 
 
-_CURRENT = resources.join(
+CURRENT_VERSIONS = resources.join(
     resource_versions,
     and_(
         resource_versions.c.tenant_id == resources.c.tenant_id,
@@ -211,7 +211,7 @@ def iter_current(
         where.append(r.last_updated <= until)
     stmt = (
         select(*_VERSION_COLUMNS)
-        .select_from(_CURRENT)
+        .select_from(CURRENT_VERSIONS)
         .where(*where)
         .order_by(r.resource_id)
         .execution_options(yield_per=1000)
@@ -228,7 +228,7 @@ def _current_of(conn: Connection, tenant: str, resource_type: str, ids: list[str
         chunk = ids[i : i + _KEY_CHUNK]
         stmt = (
             select(*_VERSION_COLUMNS)
-            .select_from(_CURRENT)
+            .select_from(CURRENT_VERSIONS)
             .where(
                 resources.c.tenant_id == tenant,
                 resources.c.resource_type == resource_type,
