@@ -24,7 +24,8 @@ from hdsvault.platform import Platform
 log = structlog.get_logger("hdsvault.auth")
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
+    """The opened platform (``async``: a plain attribute read needs no worker thread)."""
     platform: Platform = request.app.state.platform
     return platform
 

@@ -66,8 +66,11 @@ class DicomWebError(Exception):
         self.message = message
 
 
-def imaging_store(request: Request) -> ImagingStore:
-    """One imaging store per application (its blob store and FHIR link are shared)."""
+async def imaging_store(request: Request) -> ImagingStore:
+    """One imaging store per application (its blob store and FHIR link are shared).
+
+    ``async``: built once, then an attribute read; no worker thread per request for it.
+    """
     state = request.app.state
     store: ImagingStore | None = getattr(state, "imaging_store", None)
     if store is None:
