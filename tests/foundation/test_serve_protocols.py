@@ -128,30 +128,41 @@ def test_serve_runs_the_enabled_listeners_and_stops_them(
 def test_each_listener_alone_answers_and_stops_on_sigterm(
     configured: list[str], ports: dict[str, int], listener: str
 ) -> None:
-    proc = popen([*configured, listener, "serve"])
+    port = free_port()  # --port overrides the configured one
+    proc = popen([*configured, listener, "serve", "--port", str(port)])
     try:
-        wait_for(ports[listener], proc)
+        wait_for(port, proc)
         if listener == "dicom":
-            assert echo(ports["dicom"]) == 0
+            assert echo(port) == 0
         else:
-            assert ack_code(ports["hl7"]) == "AA"
-        assert not listening(ports["http"])
+            assert ack_code(port) == "AA"
+        assert not listening(ports[listener]) and not listening(ports["http"])
     finally:
         assert stop(proc) == 0
-    assert not listening(ports[listener])
+    assert not listening(port)
 
 
-def test_enabled_without_peers_is_refused_before_binding(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "section", "missing"),
+    [
+        (["serve"], "[dicom]\nenabled = true\n", "dicom.peers"),
+        (["dicom", "serve"], "", "dicom.peers"),
+        (["hl7", "serve"], "", "hl7.senders"),
+    ],
+)
+def test_a_listener_without_peers_is_refused_before_binding(
+    tmp_path: Path, command: list[str], section: str, missing: str
+) -> None:
     cfg = tmp_path / "hdsvault.toml"
     port = free_port()
-    cfg.write_text(f'data_dir = "{tmp_path / "var"}"\n[dicom]\nenabled = true\n')
+    cfg.write_text(f'data_dir = "{tmp_path / "var"}"\n{section}')
     subprocess.run(["hdsvault", "--config", str(cfg), "init"], check=True, capture_output=True)
     out = subprocess.run(
-        ["hdsvault", "--config", str(cfg), "serve", "--port", str(port)],
+        ["hdsvault", "--config", str(cfg), *command, "--port", str(port)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert out.returncode == 2
-    assert "dicom.peers" in out.stdout + out.stderr
+    assert missing in out.stdout + out.stderr
     assert not listening(port)
