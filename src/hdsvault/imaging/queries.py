@@ -9,11 +9,11 @@ A query that no token can narrow scans the tenant's studies in arrival order, up
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Table, func, select
 
 from hdsvault.access.decision import Operation
 from hdsvault.crypto.aead import DataKeys
@@ -226,19 +226,10 @@ def _load_series(
     studies: dict[str, _Study],
     filters: dict[str, str],
 ) -> None:
-    se = imaging_series.c
-    token_conds = _token_filter(index, tenant, "series", filters, se.id)
-    for ids in _chunks(list(studies)):
-        rows = conn.execute(
-            select(se.id, se.study_id, se.meta)
-            .where(se.tenant_id == tenant, se.study_id.in_(ids), *token_conds)
-            .order_by(se.created_at, se.id)
-        ).all()
-        for r in rows:
-            meta = open_json(keys, meta_context(SERIES_KIND, tenant, r.id), r.meta)
-            if _keep(meta, filters):
-                s = studies[r.study_id]
-                s.series.append(_Series(r.id, s, meta))
+    for study, row_id, meta in _children(
+        conn, keys, index, tenant, imaging_series, "study_id", SERIES_KIND, studies, filters
+    ):
+        study.series.append(_Series(row_id, study, meta))
 
 
 def _load_instances(
@@ -250,19 +241,44 @@ def _load_instances(
     filters: dict[str, str],
 ) -> None:
     series = {e.id: e for s in studies.values() for e in s.series}
-    it = imaging_instances.c
-    token_conds = _token_filter(index, tenant, "instance", filters, it.id)
-    for ids in _chunks(list(series)):
+    for parent, row_id, meta in _children(
+        conn, keys, index, tenant, imaging_instances, "series_id", INSTANCE_META_KIND, series,
+        filters,
+    ):  # fmt: skip
+        parent.instances.append(_Instance(row_id, parent, meta))
+
+
+P = TypeVar("P")
+
+
+def _children(
+    conn: Connection,
+    keys: DataKeys,
+    index: BlindIndex,
+    tenant: str,
+    table: Table,
+    parent_column: str,
+    kind: str,
+    parents: Mapping[str, P],
+    filters: dict[str, str],
+) -> Iterator[tuple[P, str, Json]]:
+    """Rows of ``table`` under ``parents`` that pass ``filters``: (parent, id, opened meta).
+
+    Token filters narrow the rows in SQL; the others are checked on the opened metadata.
+    """
+    c = table.c
+    level = "series" if table is imaging_series else "instance"
+    token_conds = _token_filter(index, tenant, level, filters, c.id)
+    for ids in _chunks(list(parents)):
         rows = conn.execute(
-            select(it.id, it.series_id, it.meta)
-            .where(it.tenant_id == tenant, it.series_id.in_(ids), *token_conds)
-            .order_by(it.created_at, it.id)
+            select(c.id, c[parent_column], c.meta)
+            .where(c.tenant_id == tenant, c[parent_column].in_(ids), *token_conds)
+            .order_by(c.created_at, c.id)
         ).all()
-        for r in rows:
-            meta = open_json(keys, meta_context(INSTANCE_META_KIND, tenant, r.id), r.meta)
+        for row_id, parent_id, sealed in rows:
+            meta = open_json(keys, meta_context(kind, tenant, row_id), sealed)
             if _keep(meta, filters):
-                e = series[r.series_id]
-                e.instances.append(_Instance(r.id, e, meta))
+                yield parents[parent_id], row_id, meta
 
 
 def _modalities(s: _Study) -> Json:
