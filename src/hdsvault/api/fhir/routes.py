@@ -155,6 +155,16 @@ def _resource_response(
     return fhir_response(elements(summarize(resource, summary), names), status, headers)
 
 
+def _upserted(
+    request: Request, result: writes.WriteResult, prefer: Prefer, finess: str
+) -> Response:
+    """An update's answer: 201 with Location when it created the resource, else 200."""
+    status = 201 if result.created else 200
+    return _resource_response(
+        request, result.stored, status, prefer, base_url(request, finess), result.created
+    )
+
+
 def _if_match(request: Request) -> int | None:
     return parse_etag(request.headers.get("if-match"))
 
@@ -326,10 +336,7 @@ async def conditional_update(request: Request, finess: str, resource_type: str) 
         resource,
         if_match=_if_match(request),
     )
-    status = 201 if result.created else 200
-    return _resource_response(
-        request, result.stored, status, prefer, base_url(request, finess), result.created
-    )
+    return _upserted(request, result, prefer, finess)
 
 
 @fhir_route("type", "conditional-delete", "DELETE", "/{finess}/{resource_type}")
@@ -394,10 +401,7 @@ async def update(request: Request, finess: str, resource_type: str, resource_id:
         resource,
         if_match=_if_match(request),
     )
-    status = 201 if result.created else 200
-    return _resource_response(
-        request, result.stored, status, prefer, base_url(request, finess), result.created
-    )
+    return _upserted(request, result, prefer, finess)
 
 
 @fhir_route("instance", "patch", "PATCH", "/{finess}/{resource_type}/{resource_id}")
