@@ -17,7 +17,7 @@ from hdsvault.blobs import BlobError, BlobInfo, BlobStore, open_blob_store
 from hdsvault.blobs.base import Payload
 from hdsvault.db.schema import imaging_instances
 from hdsvault.imaging import retrieve
-from hdsvault.imaging.errors import ImagingError
+from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.platform import Platform
 from hdsvault.records.model import Caller
@@ -158,3 +158,15 @@ def test_a_single_instance_is_written_without_the_pool(
         assert store.store(caller, sample_bytes(NAMES[1]), source="test").status == "stored"
     finally:
         store.close()
+
+
+def test_no_instance_leaves_when_its_read_cannot_be_journaled(
+    platform: Platform, imaging: ImagingStore, caller: Caller
+) -> None:
+    """Invariant 2: the retrieval's journal entry must be durable before any byte is served."""
+    outcome = imaging.store(caller, sample_bytes("CT_small.dcm"), source="test")
+    assert outcome.study_uid is not None
+    platform.durable_journal().close()  # the journal writer is gone (e.g. its database is)
+    with pytest.raises(ImagingError) as refused:
+        retrieve.locate(imaging, caller, [outcome.study_uid])
+    assert refused.value.kind is Kind.UNAVAILABLE
