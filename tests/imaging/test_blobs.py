@@ -87,3 +87,24 @@ def test_filesystem_leaves_no_temporary_file(tmp_path: Path) -> None:
     store.put("t/x", b"data")
     assert [p.name for p in (tmp_path / "t").iterdir()] == ["x"]
     assert oct((tmp_path / "t" / "x").stat().st_mode & 0o777) == "0o600"
+
+
+def test_prepare_creates_private_directories_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    (tmp_path / "blobs" / "t" / "00").mkdir(parents=True)
+    store.prepare([f"t/{h:02x}" for h in range(4)])
+    made = sorted(p.name for p in (tmp_path / "blobs" / "t").iterdir())
+    assert made == ["00", "01", "02", "03"]
+    assert oct((tmp_path / "blobs" / "t" / "03").stat().st_mode & 0o777) == "0o700"
+    # Prepared directories cost nothing more on the write path: no mkdir, no directory flush
+    # for them (the file's own directory flush stays, as POSIX asks).
+    flushed: list[Path] = []
+    monkeypatch.setattr("hdsvault.blobs.filesystem._fsync_dir", flushed.append)
+    monkeypatch.setattr(Path, "mkdir", lambda *a, **k: pytest.fail("mkdir on the write path"))
+    store.put("t/02/x", b"data")
+    assert flushed == [tmp_path / "blobs" / "t" / "02"]
+    assert store.get("t/02/x") == b"data"
+    with pytest.raises(BlobError):
+        store.prepare(["../outside"])

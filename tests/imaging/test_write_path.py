@@ -6,7 +6,8 @@ it); a transaction that fails leaves no blob behind; a committed row always name
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -51,6 +52,9 @@ class FlakyBlobs:
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         return self.inner.iter_keys(prefix)
+
+    def prepare(self, prefixes: Iterable[str]) -> None:
+        self.inner.prepare(prefixes)
 
     def close(self) -> None:
         self.inner.close()
@@ -170,3 +174,37 @@ def test_no_instance_leaves_when_its_read_cannot_be_journaled(
     with pytest.raises(ImagingError) as refused:
         retrieve.locate(imaging, caller, [outcome.study_uid])
     assert refused.value.kind is Kind.UNAVAILABLE
+
+
+def test_a_small_retrieval_is_read_while_journaled_and_released_only_after(
+    platform: Platform, imaging: ImagingStore, caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """retrieve() opens the files during the journal flush, and returns them only once the
+    entry is durable; a journal that fails keeps the files in (invariant 2)."""
+    data = sample_bytes("CT_small.dcm")
+    study = imaging.store(caller, data, source="test").study_uid
+    assert study is not None
+    found = retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+    assert found.files is not None and len(found.files) == 1
+    assert pydicom_uid(found.files[0]) == study
+    assert retrieve.retrieve(imaging, caller, [study], in_memory=10).files is None  # too big
+
+    order: list[str] = []
+    real_read = retrieve.read
+
+    def read_then_note(*args: Any) -> bytes:
+        order.append("read")
+        return real_read(*args)
+
+    class SlowFailingCommit:
+        def wait(self, timeout: float | None = 30.0) -> None:
+            order.append("waited")
+            raise TimeoutError("disk gone")
+
+    journal = platform.durable_journal()
+    monkeypatch.setattr(retrieve, "read", read_then_note)
+    monkeypatch.setattr(journal, "submit", lambda entries: SlowFailingCommit())
+    with pytest.raises(ImagingError) as refused:
+        retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+    assert refused.value.kind is Kind.UNAVAILABLE
+    assert order == ["read", "waited"]  # read during the flush, nothing returned after it

@@ -81,3 +81,21 @@ def test_a_failed_batch_fails_its_callers(platform: Platform) -> None:
     with pytest.raises(RuntimeError):
         writer.record(read_entry(3))
     assert count(platform) == 1
+
+
+def test_submitted_entries_commit_together_and_wait_reports(platform: Platform) -> None:
+    writer = GroupCommitJournal(platform.engine)
+    try:
+        pending = writer.submit([read_entry(10), read_entry(11), read_entry(12)])
+        pending.wait()
+        assert count(platform) == 3  # durable once wait() returned, all of them
+        bad = read_entry(13)
+        object.__setattr__(bad, "category", "not-a-category")
+        failing = writer.submit([read_entry(14), bad])
+        with pytest.raises(Exception):
+            failing.wait()
+        assert count(platform) == 3  # one batch, one transaction: neither entry was kept
+        with pytest.raises(ValueError):
+            writer.submit([])
+    finally:
+        writer.close()

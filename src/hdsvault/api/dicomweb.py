@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -56,6 +57,9 @@ STREAM_PIECE = 1024 * 1024
 """WADO-RS bodies are handed to the server in pieces of about this size: each piece is one hop
 from the event loop to a worker thread, so small pieces (part headers, small instances) are
 joined rather than sent one by one."""
+IN_MEMORY = 16 * 1024 * 1024
+"""A retrieval of at most this many bytes is read whole (while its journal entry is flushed)
+and sent as one body; a larger one is streamed, one piece at a time (memory bound)."""
 _RESERVED = {"limit", "offset", "includefield", "fuzzymatching", "count"}
 
 
@@ -333,8 +337,8 @@ async def _retrieve(
         caller = _caller(request, principal, finess)
         if not _accepts(request, "application/dicom", "multipart/related"):
             raise DicomWebError(406, 'WADO-RS serves multipart/related; type="application/dicom"')
-        refs = await run_in_threadpool(
-            retrieve.locate,
+        found = await run_in_threadpool(
+            partial(retrieve.retrieve, in_memory=IN_MEMORY),
             store,
             caller,
             [study],
@@ -344,19 +348,23 @@ async def _retrieve(
     except (ImagingError, DicomWebError) as exc:
         return _error(exc)
     boundary = multipart.new_boundary()
+    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    refs = found.refs
 
-    def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+    def ctype(ref: retrieve.InstanceRef) -> str:
+        return f"application/dicom; transfer-syntax={ref.transfer_syntax_uid}"
+
+    if found.files is not None:  # opened already: one body, no worker-thread hop per piece
+        parts = ((ctype(r), (f,)) for r, f in zip(refs, found.files, strict=True))
+        return Response(b"".join(multipart.frame(parts, boundary)), media_type=media)
+
+    def streamed() -> Iterator[tuple[str, Iterator[bytes]]]:
         keys = retrieve.data_keys(store, caller.tenant)
         for ref in refs:
-            ctype = f"application/dicom; transfer-syntax={ref.transfer_syntax_uid}"
-            yield ctype, retrieve.stream(store, caller.tenant, ref, keys)
+            yield ctype(ref), retrieve.stream(store, caller.tenant, ref, keys)
 
-    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    body = multipart.coalesce(multipart.frame(parts(), boundary), STREAM_PIECE)
-    length = multipart.framed_length(
-        ((f"application/dicom; transfer-syntax={r.transfer_syntax_uid}", r.size) for r in refs),
-        boundary,
-    )
+    body = multipart.coalesce(multipart.frame(streamed(), boundary), STREAM_PIECE)
+    length = multipart.framed_length(((ctype(r), r.size) for r in refs), boundary)
     return StreamingResponse(
         iterate_in_threadpool(body), media_type=media, headers={"Content-Length": str(length)}
     )

@@ -93,6 +93,12 @@ class BlobStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def prepare(self, prefixes: Iterable[str]) -> None:
+        """A hint: puts under these key prefixes will come. The filesystem backend creates
+        their directories now, with one flush, instead of one directory (and one flush) at a
+        time on the write path; other backends have nothing to prepare."""
+        ...
+
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         """Every key starting with ``prefix``, in no particular order."""
         ...

@@ -9,7 +9,7 @@ or the new blob. Works on SQLite too (tests, small sites), though files are bett
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from sqlalchemy import Engine, delete, func, insert, select
 
@@ -106,6 +106,9 @@ class DatabaseBlobStore:
                 .all()
             )
         yield from keys
+
+    def prepare(self, prefixes: Iterable[str]) -> None:
+        """Nothing to prepare: keys are not paths."""
 
     def close(self) -> None:
         pass

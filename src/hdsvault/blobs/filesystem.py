@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from hdsvault.blobs.base import BlobError, BlobInfo, BlobNotFound, Hasher, Payload, check_key
@@ -44,6 +44,24 @@ class FilesystemBlobStore:
         if created:  # the new directory entry itself must survive a crash
             _fsync_dir(directory.parent)
         self._dirs.add(directory)
+
+    def prepare(self, prefixes: Iterable[str]) -> None:
+        """Create the directories of ``prefixes`` (keys' parent paths) that are missing, then
+        flush each parent that gained entries once. Why: a fresh tenant's first instances
+        would otherwise each create a fan-out directory and flush its parent on the write
+        path (measured: a mkdir plus a directory fsync for half of the first 400 C-STOREs)."""
+        created: set[Path] = set()
+        for prefix in prefixes:
+            directory = self._path(prefix)
+            if directory in self._dirs:
+                continue
+            for d in (*reversed(directory.parents), directory):
+                if self.root in d.parents and not d.exists():
+                    d.mkdir(mode=0o700, exist_ok=True)
+                    created.add(d)
+            self._dirs.add(directory)
+        for parent in {d.parent for d in created}:
+            _fsync_dir(parent)
 
     def put(self, key: str, data: Payload) -> BlobInfo:
         path = self._path(key)

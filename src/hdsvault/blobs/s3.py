@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from hdsvault.blobs.base import BlobError, BlobInfo, BlobNotFound, Hasher, Payload, check_key
@@ -151,6 +151,9 @@ class S3BlobStore:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for obj in page.get("Contents", []):
                 yield str(obj["Key"])[len(self.prefix) :]
+
+    def prepare(self, prefixes: Iterable[str]) -> None:
+        """Nothing to prepare: keys are not paths."""
 
     def close(self) -> None:
         self._client.close()

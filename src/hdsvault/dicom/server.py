@@ -40,6 +40,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from hdsvault.dicom import reactor
 from hdsvault.dicom.peers import Peer, Peers
 from hdsvault.imaging import dicomfile, queries, retrieve
 from hdsvault.imaging.attributes import QR_LEVEL, Level, parse_attribute
@@ -142,6 +143,7 @@ class DimseServer:
     def handlers(self) -> list[Any]:
         return [
             (evt.EVT_CONN_OPEN, nodelay),
+            (evt.EVT_CONN_OPEN, reactor.busy_polling),
             (evt.EVT_CONN_CLOSE, self._on_close),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
@@ -152,6 +154,7 @@ class DimseServer:
 
     def start(self) -> tuple[str, int]:
         """Listen (in background threads); catches up lagging ImagingStudy resources first."""
+        reactor.install()
         try:
             sync_pending(self.store, self._service_caller)
         except Exception as exc:  # derived data: never block the listener on it

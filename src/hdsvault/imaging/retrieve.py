@@ -26,6 +26,7 @@ from hdsvault.imaging.dicomfile import Json, full_json, load
 from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.journal.entry import Outcome
+from hdsvault.journal.group_commit import Pending
 from hdsvault.records.model import Caller
 
 
@@ -89,16 +90,15 @@ def find(
     return [InstanceRef(*r) for r in conn.execute(stmt).all()]
 
 
-def locate(
+def _located(
     store: ImagingStore,
     caller: Caller,
-    study_uids: Sequence[str] = (),
-    series_uids: Sequence[str] = (),
-    sop_uids: Sequence[str] = (),
-    *,
-    what: str = "instances",
-) -> list[InstanceRef]:
-    """Authorize, find, journal (committed): the instances may then leave the server."""
+    study_uids: Sequence[str],
+    series_uids: Sequence[str],
+    sop_uids: Sequence[str],
+    what: str,
+) -> tuple[list[InstanceRef], Pending]:
+    """Authorize, find, and queue the retrieval's journal entries (not yet durable)."""
     journaling.allow(store.engine, caller, Operation.READ)
     with read_connection(store.engine) as conn:
         refs = find(conn, store, caller.tenant, study_uids, series_uids, sop_uids)
@@ -120,17 +120,74 @@ def locate(
             (f"DicomInstance/{r.id}", r.patient_ref),
         ]
     outcome = Outcome.SUCCESS if refs else Outcome.MINOR_FAILURE
-    journal = store.platform.durable_journal()
-    try:
-        for entry in journaling.entries(
-            caller, journaling.RETRIEVE, touched, outcome=outcome, detail=detail
-        ):
-            journal.record(entry)  # group commit: durable on return, shared with other reads
-    except (SQLAlchemyError, TimeoutError, RuntimeError) as exc:  # no trace, no data
+    entries = journaling.entries(
+        caller, journaling.RETRIEVE, touched, outcome=outcome, detail=detail
+    )
+    try:  # group commit: one flush shared with the other reads of the moment
+        return refs, store.platform.durable_journal().submit(entries)
+    except RuntimeError as exc:
         raise ImagingError(Kind.UNAVAILABLE, f"journal unavailable: {exc}"[:300]) from None
+
+
+def _durable(pending: Pending) -> None:
+    """Wait for the retrieval's journal entries: no trace, no data (invariant 2)."""
+    try:
+        pending.wait()
+    except (SQLAlchemyError, TimeoutError, RuntimeError) as exc:
+        raise ImagingError(Kind.UNAVAILABLE, f"journal unavailable: {exc}"[:300]) from None
+
+
+def locate(
+    store: ImagingStore,
+    caller: Caller,
+    study_uids: Sequence[str] = (),
+    series_uids: Sequence[str] = (),
+    sop_uids: Sequence[str] = (),
+    *,
+    what: str = "instances",
+) -> list[InstanceRef]:
+    """Authorize, find, journal (committed): the instances may then leave the server."""
+    refs, pending = _located(store, caller, study_uids, series_uids, sop_uids, what)
+    _durable(pending)
     if not refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
     return refs
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """Located instances, journaled durably; ``files`` holds them opened when they fit the
+    caller's memory budget (else None: open them with :func:`stream`)."""
+
+    refs: list[InstanceRef]
+    files: list[bytes] | None
+
+
+def retrieve(
+    store: ImagingStore,
+    caller: Caller,
+    study_uids: Sequence[str] = (),
+    series_uids: Sequence[str] = (),
+    sop_uids: Sequence[str] = (),
+    *,
+    in_memory: int,
+) -> Retrieval:
+    """:func:`locate`, and the files opened if they total at most ``in_memory`` bytes.
+
+    The files are read and decrypted while the journal entry is being flushed, and returned
+    only once it is durable: a small study costs one flush *or* its reading, not both.
+    """
+    refs, pending = _located(store, caller, study_uids, series_uids, sop_uids, "instances")
+    files = None
+    try:
+        if refs and sum(r.size for r in refs) <= in_memory:
+            keys = data_keys(store, caller.tenant)
+            files = [read(store, caller.tenant, r, keys) for r in refs]
+    finally:
+        _durable(pending)
+    if not refs:
+        raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
+    return Retrieval(refs, files)
 
 
 def data_keys(store: ImagingStore, tenant: str) -> DataKeys:

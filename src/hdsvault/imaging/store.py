@@ -95,6 +95,11 @@ def blob_key(tenant: str, instance_id: str) -> str:
     return f"{tenant}/{instance_id[:2]}/{instance_id}"
 
 
+def blob_prefixes(tenant: str) -> list[str]:
+    """Every directory :func:`blob_key` can name for ``tenant`` (ids are UUIDs: 256)."""
+    return [f"{tenant}/{h:02x}" for h in range(256)]
+
+
 @dataclass
 class StoreOutcome:
     """What happened to one instance of a store request."""
@@ -155,6 +160,7 @@ class ImagingStore:
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob-put")
         self._keys: dict[str, DataKeys] = {}  # tenant -> data keys (see _current_keys)
+        self._prepared: set[str] = set()  # tenants whose blob fan-out is ready
 
     @property
     def fhir(self) -> Any:
@@ -220,6 +226,9 @@ class ImagingStore:
             except OperationalError as exc:
                 raise ImagingError(Kind.UNAVAILABLE, f"database unavailable: {exc.orig}") from None
             pending = self._new_instances(tenant, parsed, found, outcomes)
+            if pending and tenant not in self._prepared:
+                self.blobs.prepare(blob_prefixes(tenant))
+                self._prepared.add(tenant)
             puts = _BlobPuts(self, keys, tenant, pending)
             try:
                 self._seal_attributes(tenant, keys, index, pending)
