@@ -43,6 +43,12 @@ def test_probes_and_metrics_are_open(client: TestClient) -> None:
     client.get("/fhir/750712184/metadata")
     labels = client.get("/metrics").text
     assert 'route="/fhir/*"' in labels  # the FHIR sub-application, one bounded label
+    client.get("/dicomweb/750712184/studies/1.2.3")  # a router included with a prefix
+    client.get("/no/such/page")
+    labels = client.get("/metrics").text
+    assert 'route="/dicomweb/{finess}/studies/{study}",status="401"' in labels
+    assert 'route="unmatched",status="404"' in labels
+    assert 'route="?"' not in labels
 
 
 def test_readyz_fails_when_the_database_is_gone(tmp_path: Path) -> None:

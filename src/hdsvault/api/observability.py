@@ -25,14 +25,21 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 log = structlog.get_logger("hdsvault.http")
 
 
-def _route_template(app: Any, scope: Scope) -> str:
+def _mount_label(app: Any, scope: Scope) -> str | None:
+    """One bounded label for a mounted sub-application (FHIR), matched before it runs (it
+    rewrites the scope's paths)."""
     for route in getattr(app, "routes", ()):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            if isinstance(route, Mount):  # a sub-application (FHIR): one label for all of it
-                return f"{route.path}/*"
-            return str(getattr(route, "path", "?"))
-    return "unmatched"
+        if isinstance(route, Mount) and route.matches(scope)[0] == Match.FULL:
+            return f"{route.path}/*"
+    return None
+
+
+def _route_label(mount: str | None, scope: Scope) -> str:
+    """The template of the route that served the request (set in the scope by the router;
+    routers included with a prefix are not listed flat among the app's routes)."""
+    if mount is not None:
+        return mount
+    return str(getattr(scope.get("route"), "path", None) or "unmatched")
 
 
 class RequestObservability:
@@ -50,8 +57,7 @@ class RequestObservability:
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
-        # Matched before the app runs: mounted sub-applications rewrite the scope's paths.
-        route = _route_template(self.router, scope)
+        mount = _mount_label(self.router, scope)
         start = time.perf_counter()
 
         async def send_wrapper(message: Message) -> None:
@@ -67,6 +73,7 @@ class RequestObservability:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
+            route = _route_label(mount, scope)
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(elapsed)
             log.info(

@@ -97,7 +97,7 @@ def _located(
     series_uids: Sequence[str],
     sop_uids: Sequence[str],
     what: str,
-) -> tuple[list[InstanceRef], Pending]:
+) -> tuple[list[InstanceRef], DataKeys, Pending]:
     """Authorize, find, and queue the retrieval's journal entries (not yet durable)."""
     journaling.allow(store.engine, caller, Operation.READ)
     with read_connection(store.engine) as conn:
@@ -124,7 +124,7 @@ def _located(
         caller, journaling.RETRIEVE, touched, outcome=outcome, detail=detail
     )
     try:  # group commit: one flush shared with the other reads of the moment
-        return refs, store.platform.durable_journal().submit(entries)
+        return refs, keys, store.platform.durable_journal().submit(entries)
     except RuntimeError as exc:
         raise ImagingError(Kind.UNAVAILABLE, f"journal unavailable: {exc}"[:300]) from None
 
@@ -147,7 +147,7 @@ def locate(
     what: str = "instances",
 ) -> list[InstanceRef]:
     """Authorize, find, journal (committed): the instances may then leave the server."""
-    refs, pending = _located(store, caller, study_uids, series_uids, sop_uids, what)
+    refs, _keys, pending = _located(store, caller, study_uids, series_uids, sop_uids, what)
     _durable(pending)
     if not refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
@@ -177,11 +177,10 @@ def retrieve(
     The files are read and decrypted while the journal entry is being flushed, and returned
     only once it is durable: a small study costs one flush *or* its reading, not both.
     """
-    refs, pending = _located(store, caller, study_uids, series_uids, sop_uids, "instances")
+    refs, keys, pending = _located(store, caller, study_uids, series_uids, sop_uids, "instances")
     files = None
     try:
         if refs and sum(r.size for r in refs) <= in_memory:
-            keys = data_keys(store, caller.tenant)
             files = [read(store, caller.tenant, r, keys) for r in refs]
     finally:
         _durable(pending)
