@@ -46,7 +46,7 @@ def _idle_for(assoc: Any) -> float:
     return time.time() - started if started is not None else 0.0
 
 
-def _run_reactor(self: Any) -> None:  # pragma: no cover - exercised through DIMSE tests
+def _run_reactor(self: Any) -> None:
     """pynetdicom 3.0.4 ``Association._run_reactor``, with an adaptive sleep (see module)."""
     self._is_paused = False
     delay = BUSY_DELAY
