@@ -400,40 +400,42 @@ def main() -> int:
         dhost = "127.0.0.1"
         hv_base = f"http://127.0.0.1:{http_port}/dicomweb/{TENANT}"
 
-        rows: list[tuple[str, Sample, float, float, float]] = []
-        probe = work / "hdsvault" / "flush-probe"  # the disk both peers write to
-        load = os.getloadavg()
-        with Orthanc(work / "orthanc") as orthanc:
-            o_base = f"{orthanc.url}/dicom-web"
-            for sample in samples:
-                dirs = sample.dirs
-                flush = flush_ms(probe)
-                t_hv = storescu(dhost, dport, settings.dicom.ae_title, dirs)
-                wait_for_fhir_sync(platform)
-                t_or = storescu("127.0.0.1", orthanc.dicom_port, "ORTHANC", dirs)
-                rows.append(("C-STORE ingest (storescu)", sample, t_hv, t_or, flush))
-                flush = flush_ms(probe)
-                noop, noop_port = noop_scp(settings.dicom.max_pdu)
-                t_noop = storescu("127.0.0.1", noop_port, "NOOP", dirs)
-                noop.shutdown()
-                no_op = "C-STORE, no-op pynetdicom SCP as hdsvault"
-                rows.append((no_op, sample, t_noop, t_or, flush))
-                files, batch = sample.stow_files, args.stow_batch
-                flush = flush_ms(probe)
-                t_hv = stow(f"{hv_base}/studies", files, batch, auth, n_conc)
-                wait_for_fhir_sync(platform)
-                t_or = stow(f"{o_base}/studies", files, batch, {}, n_conc)
-                rows.append((f"STOW-RS ingest (batches of {batch})", sample, t_hv, t_or, flush))
-                flush = flush_ms(probe)
-                t_hv, b_hv = wado(hv_base, sample.studies, auth, n_conc, args.wado_rounds)
-                t_or, b_or = wado(o_base, sample.studies, {}, n_conc, args.wado_rounds)
-                rows.append(("WADO-RS retrieve (per study)", sample, t_hv, t_or, flush))
-                check_identical("hdsvault", b_hv, sample.sent)
-                check_identical("Orthanc", b_or, sample.sent)
-                load = tuple(max(a, b) for a, b in zip(load, os.getloadavg(), strict=True))
-        server.terminate()
-        server.wait(timeout=60)
-        platform.close()
+        try:
+            rows: list[tuple[str, Sample, float, float, float]] = []
+            probe = work / "hdsvault" / "flush-probe"  # the disk both peers write to
+            load = os.getloadavg()
+            with Orthanc(work / "orthanc") as orthanc:
+                o_base = f"{orthanc.url}/dicom-web"
+                for sample in samples:
+                    dirs = sample.dirs
+                    flush = flush_ms(probe)
+                    t_hv = storescu(dhost, dport, settings.dicom.ae_title, dirs)
+                    wait_for_fhir_sync(platform)
+                    t_or = storescu("127.0.0.1", orthanc.dicom_port, "ORTHANC", dirs)
+                    rows.append(("C-STORE ingest (storescu)", sample, t_hv, t_or, flush))
+                    flush = flush_ms(probe)
+                    noop, noop_port = noop_scp(settings.dicom.max_pdu)
+                    t_noop = storescu("127.0.0.1", noop_port, "NOOP", dirs)
+                    noop.shutdown()
+                    no_op = "C-STORE, no-op pynetdicom SCP as hdsvault"
+                    rows.append((no_op, sample, t_noop, t_or, flush))
+                    files, batch = sample.stow_files, args.stow_batch
+                    flush = flush_ms(probe)
+                    t_hv = stow(f"{hv_base}/studies", files, batch, auth, n_conc)
+                    wait_for_fhir_sync(platform)
+                    t_or = stow(f"{o_base}/studies", files, batch, {}, n_conc)
+                    rows.append((f"STOW-RS ingest (batches of {batch})", sample, t_hv, t_or, flush))
+                    flush = flush_ms(probe)
+                    t_hv, b_hv = wado(hv_base, sample.studies, auth, n_conc, args.wado_rounds)
+                    t_or, b_or = wado(o_base, sample.studies, {}, n_conc, args.wado_rounds)
+                    rows.append(("WADO-RS retrieve (per study)", sample, t_hv, t_or, flush))
+                    check_identical("hdsvault", b_hv, sample.sent)
+                    check_identical("Orthanc", b_or, sample.sent)
+                    load = tuple(max(a, b) for a, b in zip(load, os.getloadavg(), strict=True))
+        finally:  # a failed run must not leave the server behind
+            server.terminate()
+            server.wait(timeout=60)
+            platform.close()
 
     table = [
         (
