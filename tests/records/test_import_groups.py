@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from synthea_store import service_caller
 
 from hdsvault.platform import Platform
@@ -68,3 +69,44 @@ def test_a_failing_bundle_is_rolled_back_alone_and_files_are_done_once_durable(
     assert report.counts == {"Patient": 2, "Observation": 2}
     assert seen == {"a.json": 1, "b.json": 0, "c.json": 1}
     assert report.bundles == 2
+
+
+def test_the_import_collects_garbage_less_often_and_restores_the_collector(
+    platform: Platform, tenant: str, tmp_path: Path
+) -> None:
+    """The cyclic GC runs every 100,000 allocations during an import, as before after it.
+
+    Checked from inside the import (the progress callback) and after it, including after an
+    import that raised, and with nested scopes (the setting is process-wide).
+    """
+    import gc
+
+    store = RecordStore(platform)
+    (tmp_path / "a.json").write_bytes(orjson.dumps(_bundle("Gcfamily")))
+    before = gc.get_threshold()
+    during: list[tuple[int, int, int]] = []
+    report = bulk.import_paths(
+        store,
+        service_caller(tenant),
+        [tmp_path / "a.json"],
+        progress=lambda _n: during.append(gc.get_threshold()),
+    )
+    assert report.resources == 2 and not report.errors
+    assert during and all(t[0] >= bulk.GC_YOUNG_THRESHOLD for t in during)
+    assert all(t[1:] == before[1:] for t in during)
+    assert gc.get_threshold() == before
+    assert _found(store, tenant, "Gcfamily") == 1
+
+    def boom(_n: int) -> None:
+        raise RuntimeError("progress display died")
+
+    (tmp_path / "b.json").write_bytes(orjson.dumps(_bundle("Gcother")))
+    with pytest.raises(RuntimeError):
+        bulk.import_paths(store, service_caller(tenant), [tmp_path / "b.json"], progress=boom)
+    assert gc.get_threshold() == before
+
+    with bulk._fewer_collections():
+        with bulk._fewer_collections():
+            assert gc.get_threshold()[0] >= bulk.GC_YOUNG_THRESHOLD
+        assert gc.get_threshold()[0] >= bulk.GC_YOUNG_THRESHOLD
+    assert gc.get_threshold() == before

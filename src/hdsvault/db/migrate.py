@@ -31,6 +31,11 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
     command.upgrade(_config(engine), revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the database schema back to ``revision`` (operators' rollback; migration tests)."""
+    command.downgrade(_config(engine), revision)
+
+
 def current_revisions(engine: Engine) -> frozenset[str]:
     with read_connection(engine) as conn:
         return frozenset(MigrationContext.configure(conn).get_current_heads())

@@ -237,13 +237,14 @@ Index(
 search_tokens = Table(
     "search_tokens",
     metadata,
-    Column("tenant_id", String(9), nullable=False),
-    Column("resource_type", String(64), nullable=False),
     Column("token", LargeBinary(16), nullable=False, comment="HMAC blind-index token"),
     Column("resource_id", String(64), nullable=False),
-    # One B-tree only, ordered for lookups (tenant, type, token) and covering resource_id.
-    # A resource's tokens are removed by their full keys, taken from resources.tokens.
-    PrimaryKeyConstraint("tenant_id", "resource_type", "token", "resource_id"),
+    # One B-tree only, ordered for lookups by token and covering resource_id. No tenant or
+    # type column: the token is keyed per tenant and its field names the resource type
+    # (``Observation.code``), so a token belongs to one tenant and one type; the rows are
+    # a quarter smaller and inserts cheaper (migration 0005). A resource's tokens are
+    # removed by their full keys, taken from resources.tokens.
+    PrimaryKeyConstraint("token", "resource_id"),
     sqlite_with_rowid=False,
 )
 

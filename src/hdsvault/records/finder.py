@@ -3,7 +3,8 @@
 How a :class:`~hdsvault.records.search.SearchPlan` becomes SQL (``resources`` = r):
 
 - each token group ``g`` of an alternative: ``r.resource_id IN (SELECT resource_id FROM
-  search_tokens WHERE tenant, type AND token IN g)`` (the lookup index drives it);
+  search_tokens WHERE token IN g)`` (the lookup index drives it; a token is keyed per tenant
+  and its field names the type, so its rows are of this tenant and type only);
 - an alternative = AND of its groups; a parameter = OR of its alternatives (NOT for a
   negated one); the request = AND of its parameters, plus ``_id`` (clear ids) and
   ``_lastUpdated`` (clear column, every prefix compared in SQL).
@@ -77,6 +78,12 @@ _BATCH = 500
 _WALK_FACTOR = 25
 """Page through the listing index (probing the matches) rather than sorting every match once
 a search has at least this many matches per row of the page (see :meth:`Finder.page_ids`)."""
+_PROBE_LIMIT = 1000
+"""An AND of token sets walks the smallest set when it has at most this many rows."""
+_WIDE_GROUP = 16
+"""A token group of more tokens than this (an open or wide date/number range: up to a few
+hundred bucket tokens) is not put in SQL when another parameter drives the query: it is
+checked on each candidate's token set instead (see :meth:`Finder._filtered`)."""
 
 Matched = Select[Any] | CompoundSelect[Any]
 
@@ -171,32 +178,24 @@ class Finder:
 
     # -------------------------------------------------------------- SQL
 
-    def _group(self, resource_type: str, group: Iterable[bytes]) -> ColumnElement[bool]:
+    def _group(self, group: Iterable[bytes]) -> ColumnElement[bool]:
         toks = sorted(set(group))
         if not toks:
             return false()
-        sub = select(search_tokens.c.resource_id).where(
-            search_tokens.c.tenant_id == self.tenant,
-            search_tokens.c.resource_type == resource_type,
-            search_tokens.c.token.in_(toks),
-        )
+        sub = select(search_tokens.c.resource_id).where(search_tokens.c.token.in_(toks))
         return resources.c.resource_id.in_(sub)
 
-    def _param(self, resource_type: str, p: ParamPlan) -> ColumnElement[bool]:
+    def _param(self, p: ParamPlan) -> ColumnElement[bool]:
         alts = [
-            and_(*[self._group(resource_type, g) for g in groups]) if groups else true()
+            and_(*[self._group(g) for g in groups]) if groups else true()
             for groups in p.token_groups(self.tokens)
         ]
         cond = or_(*alts) if alts else false()
         return not_(cond) if p.negated else cond
 
-    def _token_ids(self, resource_type: str, toks: Iterable[bytes]) -> Select[Any]:
+    def _token_ids(self, toks: Iterable[bytes]) -> Select[Any]:
         wanted = sorted(set(toks))
-        stmt = select(search_tokens.c.resource_id).where(
-            search_tokens.c.tenant_id == self.tenant,
-            search_tokens.c.resource_type == resource_type,
-            search_tokens.c.token.in_(wanted),
-        )
+        stmt = select(search_tokens.c.resource_id).where(search_tokens.c.token.in_(wanted))
         return stmt.distinct() if len(wanted) > 1 else stmt
 
     def matched(self, plan: SearchPlan) -> Matched | None:
@@ -210,8 +209,8 @@ class Finder:
         """
         if plan.ids or plan.last_updated or not plan.params:
             return None
-        rt = plan.resource_type
         parts: list[Matched] = []
+        simple: list[frozenset[bytes]] = []
         for p in plan.params:
             if p.negated or not p.indexed:
                 return None
@@ -224,16 +223,60 @@ class Finder:
             if not alts:
                 return None  # never met: the general path answers it (false())
             if all(len(g) == 1 for g in alts):
-                parts.append(self._token_ids(rt, frozenset().union(*(g[0] for g in alts))))
+                toks = frozenset().union(*(g[0] for g in alts))
+                simple.append(toks)
+                parts.append(self._token_ids(toks))
                 continue
             sels: list[Matched] = []
             for groups in alts:
-                each = [self._token_ids(rt, g) for g in groups]
+                each = [self._token_ids(g) for g in groups]
                 sels.append(intersect(*each) if len(each) > 1 else each[0])
             parts.append(union(*sels) if len(sels) > 1 else sels[0])
-        return intersect(*parts) if len(parts) > 1 else parts[0]
+        if len(parts) == 1:
+            return parts[0]
+        if len(simple) == len(parts):
+            probed = self._probed(simple)
+            if probed is not None:
+                return probed
+        return intersect(*parts)
 
-    def condition(self, plan: SearchPlan) -> ColumnElement[bool]:
+    def _probed(self, sets: list[frozenset[bytes]]) -> Select[Any] | None:
+        """AND of token sets as a walk of the smallest one probing the others (or None).
+
+        Why: ``INTERSECT`` reads every row of every set, so ``subject=X&code=<weight>`` costs
+        as much as all the weights of the database; walking the patient's rows and probing
+        the weight token for each id costs O(smaller set). Which set is smaller is found by
+        counting each one up to :data:`_PROBE_LIMIT` rows (bounded cost); when none is that
+        small, or the probed sets have many tokens (one index seek per token and candidate),
+        None: INTERSECT stays the better plan.
+        """
+        sizes = []
+        for toks in sets:
+            sub = (
+                select(search_tokens.c.resource_id)
+                .where(search_tokens.c.token.in_(sorted(toks)))
+                .limit(_PROBE_LIMIT + 1)
+                .subquery("probe")
+            )
+            sizes.append(int(self.conn.execute(select(func.count()).select_from(sub)).scalar_one()))
+        first = min(range(len(sets)), key=sizes.__getitem__)
+        others = [t for i, t in enumerate(sets) if i != first]
+        if sizes[first] > _PROBE_LIMIT or any(len(t) > _WIDE_GROUP for t in others):
+            return None
+        walk = search_tokens.alias("walk")
+        cond: list[ColumnElement[bool]] = [walk.c.token.in_(sorted(sets[first]))]
+        for i, toks in enumerate(others):
+            probe = search_tokens.alias(f"probe_{i}")
+            cond.append(
+                select(probe.c.resource_id)
+                .where(probe.c.token.in_(sorted(toks)), probe.c.resource_id == walk.c.resource_id)
+                .exists()
+            )
+        stmt = select(walk.c.resource_id).where(*cond)
+        return stmt.distinct() if len(sets[first]) > 1 else stmt
+
+    def condition(self, plan: SearchPlan, skip: Sequence[ParamPlan] = ()) -> ColumnElement[bool]:
+        """The SQL condition of ``plan`` (``skip``: parameters checked elsewhere)."""
         rt = plan.resource_type
         parts: list[ColumnElement[bool]] = [
             resources.c.tenant_id == self.tenant,
@@ -245,7 +288,8 @@ class Finder:
         for f in plan.last_updated:
             parts.append(_last_updated_condition(f))
         for p in plan.params:
-            parts.append(self._param(rt, p))
+            if not any(p is q for q in skip):
+                parts.append(self._param(p))
         return and_(*parts)
 
     def _driver(self, plan: SearchPlan) -> Any | None:
@@ -255,24 +299,47 @@ class Finder:
         and probing every row, which costs O(resources of the type); starting from the
         matching tokens costs O(matches). The driving lookup stays in the WHERE too.
         """
+        p = self._driver_param(plan)
+        if p is None:
+            return None
+        # OR of alternatives of one group each = one IN over the union of their tokens.
+        union = sorted(set().union(*(g[0] for g in p.token_groups(self.tokens))))
+        return (
+            select(search_tokens.c.resource_id)
+            .where(search_tokens.c.token.in_(union))
+            .distinct()
+            .subquery("driver")
+        )
+
+    def _driver_param(self, plan: SearchPlan) -> ParamPlan | None:
         for p in plan.params:
             if p.negated or not p.indexed:
                 continue
             groups = p.token_groups(self.tokens)
-            # OR of alternatives of one group each = one IN over the union of their tokens.
             if groups and all(len(g) == 1 and g[0] for g in groups):
-                union = sorted(set().union(*(g[0] for g in groups)))
-                return (
-                    select(search_tokens.c.resource_id)
-                    .where(
-                        search_tokens.c.tenant_id == self.tenant,
-                        search_tokens.c.resource_type == plan.resource_type,
-                        search_tokens.c.token.in_(union),
-                    )
-                    .distinct()
-                    .subquery("driver")
-                )
+                return p
         return None
+
+    def _wide(self, plan: SearchPlan) -> list[ParamPlan]:
+        """Parameters to check on the candidates' token sets rather than in SQL.
+
+        Why: ``resource_id IN (SELECT ... WHERE token IN (<hundreds of bucket tokens>))`` is
+        planned as a list built once from every row of those tokens - for ``date=ge2015``
+        every resource of the type since 2015, so its cost grows with the database, not with
+        the answer. When another parameter drives the query (its matches are the
+        candidates), testing each candidate's current token set (``resources.tokens``, the
+        same tokens as its index rows) costs a few microseconds per candidate instead.
+        """
+        driver = self._driver_param(plan)
+        if driver is None:
+            return []
+        return [
+            p
+            for p in plan.params
+            if p is not driver
+            and p.indexed
+            and any(len(g) > _WIDE_GROUP for alt in p.token_groups(self.tokens) for g in alt)
+        ]
 
     def _from(self, plan: SearchPlan) -> Any:
         versions = storage.CURRENT_VERSIONS
@@ -288,7 +355,9 @@ class Finder:
             ),
         )
 
-    def _rows(self, plan: SearchPlan, order: Sequence[Any]) -> Select[Any]:
+    def _rows(
+        self, plan: SearchPlan, order: Sequence[Any], skip: Sequence[ParamPlan] = ()
+    ) -> Select[Any]:
         return (
             select(
                 resources.c.resource_type,
@@ -297,9 +366,10 @@ class Finder:
                 resource_versions.c.last_updated,
                 resource_versions.c.deleted,
                 resource_versions.c.body,
+                resources.c.tokens,
             )
             .select_from(self._from(plan))
-            .where(self.condition(plan))
+            .where(self.condition(plan, skip))
             .order_by(*order)
         )
 
@@ -345,10 +415,22 @@ class Finder:
         return out
 
     def _filtered(self, plan: SearchPlan, order: Sequence[Any]) -> Iterable[Stored]:
-        """Decrypt candidates in order and yield the exact matches."""
-        result = self.conn.execute(self._rows(plan, order).execution_options(yield_per=_BATCH))
+        """Decrypt candidates in order and yield the exact matches.
+
+        Parameters of :meth:`_wide` are tested on each candidate's token set first, exactly
+        as their SQL would (an alternative is met when each of its groups shares a token
+        with the set), so a candidate SQL would have dropped is dropped before decryption.
+        """
+        wide = self._wide(plan)
+        checks = [(p.token_groups(self.tokens), p.negated) for p in wide]
+        stmt = self._rows(plan, order, wide).execution_options(yield_per=_BATCH)
+        result = self.conn.execute(stmt)
         try:
             for row in result:
+                if checks:
+                    held = set(storage.unpack(row.tokens or b""))
+                    if not all(_meets(alts, neg, held) for alts, neg in checks):
+                        continue
                 stored = storage.open_rows(self.keys, self.tenant, [row])[0]
                 if stored.resource is not None and plan.matches(stored.resource):
                     yield stored
@@ -522,7 +604,7 @@ class Finder:
                 resources.c.tenant_id == self.tenant,
                 resources.c.resource_type == spec.source,
                 resources.c.deleted.is_(False),
-                self._group(spec.source, toks),
+                self._group(toks),
             )
             .order_by(resources.c.last_updated, resources.c.resource_id)
             .limit(MAX_INCLUDES)
@@ -532,6 +614,12 @@ class Finder:
         seen.update(keys)
         rows = storage.current_rows(self.conn, self.tenant, keys)
         return storage.open_rows(self.keys, self.tenant, rows)
+
+
+def _meets(alternatives: list[list[frozenset[bytes]]], negated: bool, held: set[bytes]) -> bool:
+    """A parameter's token rule on one resource's tokens (as :meth:`Finder._param` in SQL)."""
+    hit = any(all(g and not g.isdisjoint(held) for g in groups) for groups in alternatives)
+    return hit != negated
 
 
 def _reference_params(resource_type: str, code: str | None) -> list[SearchParam]:

@@ -342,13 +342,8 @@ _INSERT_HEAD = (
     "INSERT INTO resources (tenant_id, resource_type, resource_id, version_id, deleted, "
     "last_updated, tokens) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_SEARCH_KEY = (
-    "INSERT INTO search_tokens (tenant_id, resource_type, token, resource_id) VALUES (?, ?, ?, ?)"
-)
-_DELETE_SEARCH_KEY = (
-    "DELETE FROM search_tokens "
-    "WHERE tenant_id = ? AND resource_type = ? AND token = ? AND resource_id = ?"
-)
+_INSERT_SEARCH_KEY = "INSERT INTO search_tokens (token, resource_id) VALUES (?, ?)"
+_DELETE_SEARCH_KEY = "DELETE FROM search_tokens WHERE token = ? AND resource_id = ?"
 
 
 def _sql(conn: Connection, statement: str) -> str:
@@ -356,20 +351,28 @@ def _sql(conn: Connection, statement: str) -> str:
     return statement if conn.dialect.paramstyle == "qmark" else statement.replace("?", "%s")
 
 
-def _token_rows(
-    tenant: str, items: Iterable[tuple[ResourceKey, bytes]]
-) -> list[tuple[str, str, bytes, str]]:
-    rows = []
-    for key, packed in items:
-        for i in range(0, len(packed), TOKEN_SIZE):
-            rows.append((tenant, key.type, packed[i : i + TOKEN_SIZE], key.id))
+def unpack(packed: bytes) -> list[bytes]:
+    """The tokens of a blob made by :func:`pack`."""
+    return [packed[i : i + TOKEN_SIZE] for i in range(0, len(packed), TOKEN_SIZE)]
+
+
+def _token_rows(items: Iterable[tuple[ResourceKey, Iterable[bytes]]]) -> list[tuple[bytes, str]]:
+    """``(token, resource_id)`` rows, sorted (index order: consecutive rows share pages).
+
+    No tenant or type: a token is keyed per tenant and its field names the resource type,
+    so ``(token, id)`` names one resource (``db.schema.search_tokens``).
+    """
+    rows: list[tuple[bytes, str]] = []
+    for key, tokens in items:
+        rid = key.id
+        rows += [(t, rid) for t in tokens]
     rows.sort()
     return rows
 
 
-def drop_tokens(conn: Connection, tenant: str, items: Iterable[tuple[ResourceKey, bytes]]) -> None:
-    """Remove the given tokens (a resource's previous version's, from its head)."""
-    rows = _token_rows(tenant, items)
+def drop_tokens(conn: Connection, items: Iterable[tuple[ResourceKey, bytes]]) -> None:
+    """Remove the given tokens (a resource's previous version's, packed, from its head)."""
+    rows = _token_rows((key, unpack(packed)) for key, packed in items)
     if rows:
         conn.exec_driver_sql(
             _sql(conn, _DELETE_SEARCH_KEY),
@@ -377,13 +380,16 @@ def drop_tokens(conn: Connection, tenant: str, items: Iterable[tuple[ResourceKey
         )
 
 
-def insert_tokens(conn: Connection, tenant: str, items: Iterable[tuple[ResourceKey, bytes]]) -> int:
-    """Insert tokens (sorted: consecutive rows land on the same index pages).
+def insert_tokens(conn: Connection, items: Iterable[tuple[ResourceKey, Iterable[bytes]]]) -> int:
+    """Insert the token sets of resources (sorted: consecutive rows land on the same pages).
 
-    On PostgreSQL through ``COPY`` (in the same transaction): ~50 rows per resource make
-    this the largest insert of a write, and COPY skips per-row statement processing.
+    ~50 rows per resource make this the largest insert of a write. On PostgreSQL through
+    ``COPY`` (in the same transaction), which skips per-row statement processing; on SQLite
+    by statements of :data:`_ROWS_PER_INSERT` rows each (one statement step per 400 rows
+    instead of one per row: ~20 % less CPU per row than ``executemany``), the rest by
+    ``executemany``.
     """
-    rows = _token_rows(tenant, items)
+    rows = _token_rows(items)
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
@@ -391,15 +397,28 @@ def insert_tokens(conn: Connection, tenant: str, items: Iterable[tuple[ResourceK
         with raw.cursor() as cur, cur.copy(_COPY_SEARCH_KEYS) as copy:
             for row in rows:
                 copy.write_row(row)
-    else:
+        return len(rows)
+    n = _ROWS_PER_INSERT
+    full = len(rows) - len(rows) % n
+    for i in range(0, full, n):
+        conn.exec_driver_sql(
+            _sql(conn, _INSERT_SEARCH_KEYS),
+            tuple(v for row in rows[i : i + n] for v in row),
+        )
+    if full < len(rows):
         conn.exec_driver_sql(
             _sql(conn, _INSERT_SEARCH_KEY),
-            rows,  # type: ignore[arg-type]
+            rows[full:],  # type: ignore[arg-type]
         )
     return len(rows)
 
 
-_COPY_SEARCH_KEYS = "COPY search_tokens (tenant_id, resource_type, token, resource_id) FROM STDIN"
+_ROWS_PER_INSERT = 400
+_MANY_ROWS = ", ".join(["(?, ?)"] * _ROWS_PER_INSERT)
+_INSERT_SEARCH_KEYS = f"INSERT INTO search_tokens (token, resource_id) VALUES {_MANY_ROWS}"  # noqa: S608 (constants)
+
+
+_COPY_SEARCH_KEYS = "COPY search_tokens (token, resource_id) FROM STDIN"
 
 
 def pack(tokens: Iterable[bytes]) -> bytes:

@@ -10,8 +10,9 @@ Required bindings: the models list, per ``code`` element bound to a closed value
 codes (``enum_values``); a value outside them is refused. Bindings whose list ends with
 ``+`` (the model marks an incomplete list) are not checked.
 
-Cost: ~1 ms per resource (pydantic). The REST API always validates; the bulk importer can
-skip it for trusted sources (``hdsvault import --no-validate``), see ``docs/fhir.md``.
+Cost: ~0.3 ms per resource on Synthea (pydantic). The REST API always validates; the bulk
+importer can skip it for trusted sources (``hdsvault import --no-validate``), see
+``docs/fhir.md``.
 """
 
 from __future__ import annotations

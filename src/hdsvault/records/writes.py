@@ -97,6 +97,7 @@ def apply(
     rows: list[storage.VersionRow] = []
     stale: list[tuple[ResourceKey, bytes]] = []
     fresh: dict[ResourceKey, bytes] = {}
+    indexed: list[tuple[ResourceKey, Set[bytes]]] = []
     out: list[WriteResult] = []
     for c in changes:
         h = heads.get(c.key)
@@ -141,6 +142,7 @@ def apply(
         if h is not None and h.tokens:
             stale.append((c.key, h.tokens))
         fresh[c.key] = storage.pack(c.tokens)
+        indexed.append((c.key, c.tokens))
         created = h is None or h.deleted
         out.append(
             WriteResult(
@@ -152,8 +154,8 @@ def apply(
     try:
         storage.insert_versions(conn, tenant, rows)
         storage.write_heads(conn, tenant, rows, set(heads), fresh)
-        storage.drop_tokens(conn, tenant, stale)
-        storage.insert_tokens(conn, tenant, fresh.items())
+        storage.drop_tokens(conn, stale)
+        storage.insert_tokens(conn, indexed)
     except IntegrityError:
         raise RecordError(
             Problem.CONFLICT, "a concurrent write created the same resource; retry"

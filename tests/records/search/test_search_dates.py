@@ -250,3 +250,32 @@ def test_all_prefix_precision_combinations_parse() -> None:
     for prefix, q in itertools.product(PREFIXES, QUERIES):
         plan = parse_search("Encounter", [("date", prefix + q)], now=NOW)
         assert plan.params[0].alternatives[0].prefix == prefix
+
+
+def test_bounded_values_share_tokens_by_day_span() -> None:
+    """The indexer's per-day-span cache gives each bounded value its own date_index tokens.
+
+    Instants, day boundaries, sub-day ranges, multi-day and multi-year ranges, empty and
+    reversed ranges, and values clamped to the ``before``/``after`` buckets.
+    """
+    from hdsvault.records.search.buckets import date_index
+    from hdsvault.records.search.dates import DAY_US
+    from hdsvault.records.search.tokens import bucket_inputs, value_inputs
+    from hdsvault.records.search.values import DateValue
+
+    def us(d: datetime) -> int:
+        return int((d - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+
+    base = us(datetime(2020, 3, 15, tzinfo=UTC))
+    lows = [base, base - 1, base + 1, base + DAY_US - 1, base + 37 * 60_000_000]
+    widths = [0, 1, 1_000_000, DAY_US - 1, DAY_US, DAY_US + 1, 40 * DAY_US, 3 * 366 * DAY_US]
+    cases = [(lo, lo + w) for lo in lows for w in widths] + [
+        (base, base - DAY_US),  # reversed
+        (us(datetime(1700, 1, 1, tzinfo=UTC)), us(datetime(1700, 1, 2, tzinfo=UTC))),
+        (us(datetime(1799, 12, 31, tzinfo=UTC)), us(datetime(1800, 1, 2, tzinfo=UTC))),
+        (us(datetime(2199, 12, 31, tzinfo=UTC)), us(datetime(2200, 1, 2, tzinfo=UTC))),
+        (us(datetime(2300, 5, 1, tzinfo=UTC)), us(datetime(2300, 5, 1, 1, tzinfo=UTC))),
+    ]
+    for low, high in cases:
+        expected = bucket_inputs("Observation.date", date_index(low, high), "date")
+        assert value_inputs("Observation.date", DateValue(low, high)) == expected, (low, high)

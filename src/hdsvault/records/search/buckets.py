@@ -218,6 +218,15 @@ def _year_cover(first: int, last: int) -> list[str]:
     return out
 
 
+def day_span(low: int, high: int) -> tuple[int, int]:
+    """The first and last (clamped) days of a bounded date value ``[low, high)``.
+
+    They alone decide :func:`date_index` of a bounded value: two values with the same span
+    (every instant of one day, say) get the same tokens, which lets the indexer share them.
+    """
+    return _clamp_day(low), _clamp_day(max(high, low + 1) - 1)
+
+
 def date_index(low: int | None, high: int | None) -> BucketTokens:
     """Tokens of a date value ``[low, high)`` (None = open end).
 
@@ -259,7 +268,7 @@ def date_index(low: int | None, high: int | None) -> BucketTokens:
             buckets = [("before",), *(decompose(DATES, first, last) or [])]
             extra.update(("s", label) for label in _year_labels(year))
     else:
-        found = _finest_range(DATES, _clamp_day(low), _clamp_day(max(high, low + 1) - 1), DATE_CAP)
+        found = _finest_range(DATES, *day_span(low, high), DATE_CAP)
         if found is None:
             return BucketTokens(frozenset(), frozenset(), frozenset({LONG}))
         buckets = found
