@@ -118,3 +118,29 @@ def test_journal_verifies_after_activity(fhir: Fhir) -> None:
     journal.integrate(fhir.platform)
     report = journal.verify(fhir.platform)
     assert report.ok, report
+
+
+def test_a_page_of_several_patients_is_journaled_per_patient_before_it_is_returned(
+    fhir: Fhir, monkeypatch: Any
+) -> None:
+    pids = [create(fhir, patient("Page"))["id"] for _ in range(3)]
+    for pid in pids:
+        create(fhir, observation(f"Patient/{pid}", code="29463-7"))
+    mark = last_id(fhir)
+    assert fhir.get("/Observation?code=29463-7").status_code == 200
+    found = entries(fhir, mark)
+    assert sorted(e.patient for e in found) == sorted(f"Patient/{p}" for p in pids)
+    assert len({e.request_id for e in found}) == 1  # one request, one batch
+
+    # Invariant 2: when the trace cannot be made durable, the page is not returned.
+    writer = fhir.platform.durable_journal()
+
+    class Failing:
+        def wait(self, timeout: float | None = 30.0) -> None:
+            raise TimeoutError("the journal's disk is gone")
+
+    monkeypatch.setattr(writer, "submit", lambda batch: Failing())
+    refused = fhir.get("/Observation?code=29463-7")
+    assert refused.status_code == 503, (refused.status_code, refused.text[:300])
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert "Page" not in refused.text

@@ -25,6 +25,7 @@ class Problem(StrEnum):
     TOO_LARGE = "too-large"  # 413
     TOO_COSTLY = "too-costly"  # a search the server will not run (400)
     NOT_SUPPORTED = "not-supported"  # 400 / 405 for an interaction we do not offer
+    UNAVAILABLE = "unavailable"  # the journal (or database) cannot commit now (503)
 
 
 _ISSUE_CODES = {
@@ -38,6 +39,7 @@ _ISSUE_CODES = {
     Problem.TOO_LARGE: "too-costly",
     Problem.TOO_COSTLY: "too-costly",
     Problem.NOT_SUPPORTED: "not-supported",
+    Problem.UNAVAILABLE: "transient",
 }
 
 

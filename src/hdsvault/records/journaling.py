@@ -18,12 +18,15 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from hdsvault.crypto.aead import DataKeys
 from hdsvault.crypto.sealed import journal_detail_context
 from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome, Severity
 from hdsvault.journal.store import append_many
 from hdsvault.platform import Platform
 from hdsvault.records import jsonio
+from hdsvault.records.errors import Problem, RecordError
 from hdsvault.records.model import Caller
 
 _MAX_OBJECTS = 500
@@ -68,15 +71,24 @@ _SHAPE: dict[Interaction, tuple[Category, Action]] = {
 def commit_reads(platform: Platform, entries: Sequence[JournalEntry]) -> None:
     """Journal read traces durably before the data is returned (invariant 2).
 
-    A single entry goes through the platform's group commit (concurrent reads share one
-    transaction and one fsync); several entries of one request commit together in one
-    transaction of their own (the group-commit writer takes one entry per call).
+    Through the platform's group commit: the entries of one request (one per patient of a
+    search page) go into the same batch, and concurrent reads share its transaction and
+    its fsync. A request with more than :data:`_GROUPED` entries (a bulk export: one per
+    patient) commits in a transaction of its own, so as not to hold other reads' batch.
     """
-    if len(entries) == 1:
-        platform.durable_journal().record(entries[0])
-        return
-    with platform.engine.begin() as conn:
-        append_many(conn, entries)
+    try:
+        if len(entries) <= _GROUPED:
+            platform.durable_journal().submit(entries).wait()
+            return
+        with platform.engine.begin() as conn:
+            append_many(conn, entries)
+    except (SQLAlchemyError, TimeoutError, RuntimeError) as exc:  # no trace, no data
+        raise RecordError(
+            Problem.UNAVAILABLE, f"journal unavailable, nothing returned: {exc}"[:300]
+        ) from None
+
+
+_GROUPED = 1000
 
 
 def seal_detail(keys: DataKeys, caller: Caller, detail: object) -> bytes:

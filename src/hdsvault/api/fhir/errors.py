@@ -42,6 +42,7 @@ STATUS = {
     Problem.TOO_LARGE: 413,
     Problem.TOO_COSTLY: 400,
     Problem.NOT_SUPPORTED: 400,
+    Problem.UNAVAILABLE: 503,
 }
 
 _HTTP_CODES = {
