@@ -108,3 +108,16 @@ def test_prepare_creates_private_directories_once(
     assert store.get("t/02/x") == b"data"
     with pytest.raises(BlobError):
         store.prepare(["../outside"])
+
+
+def test_every_new_directory_level_is_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put under a fresh tenant creates two directories: both new entries must be durable
+    (the root's entry for the tenant, the tenant's for the fan-out), then the file's."""
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    flushed: list[Path] = []
+    monkeypatch.setattr("hdsvault.blobs.filesystem._fsync_dir", flushed.append)
+    store.put("t/ab/x", b"data")
+    root = tmp_path / "blobs"
+    assert sorted(flushed) == sorted([root, root / "t", root / "t" / "ab"])
