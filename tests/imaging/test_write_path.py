@@ -20,6 +20,7 @@ from hdsvault.db.schema import imaging_instances
 from hdsvault.imaging import retrieve
 from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
+from hdsvault.journal.group_commit import JournalUnavailable
 from hdsvault.platform import Platform
 from hdsvault.records.model import Caller
 
@@ -199,7 +200,7 @@ def test_a_small_retrieval_is_read_while_journaled_and_released_only_after(
     class SlowFailingCommit:
         def wait(self, timeout: float | None = 30.0) -> None:
             order.append("waited")
-            raise TimeoutError("disk gone")
+            raise JournalUnavailable("disk gone")
 
     journal = platform.durable_journal()
     monkeypatch.setattr(retrieve, "read", read_then_note)

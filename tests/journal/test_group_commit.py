@@ -99,3 +99,19 @@ def test_submitted_entries_commit_together_and_wait_reports(platform: Platform) 
             writer.submit([])
     finally:
         writer.close()
+
+
+def test_every_failure_to_make_entries_durable_is_one_error(platform: Platform) -> None:
+    """Readers catch one exception (JournalUnavailable) for a failed commit, a timeout and a
+    closed writer alike, and must then return nothing."""
+    from hdsvault.journal.group_commit import JournalUnavailable
+
+    writer = GroupCommitJournal(platform.engine)
+    bad = read_entry(20)
+    object.__setattr__(bad, "category", "not-a-category")
+    with pytest.raises(JournalUnavailable) as failed:
+        writer.submit([bad]).wait()
+    assert failed.value.__cause__ is not None  # what the commit raised is kept
+    writer.close()
+    with pytest.raises(JournalUnavailable):
+        writer.submit([read_entry(21)])

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from hdsvault.access.roles import Role
 from hdsvault.db.schema import journal_entries
 from hdsvault.journal import service as journal
+from hdsvault.journal.group_commit import JournalUnavailable
 
 
 def entries(fhir: Fhir, since: int = 0) -> list[Any]:
@@ -137,7 +138,7 @@ def test_a_page_of_several_patients_is_journaled_per_patient_before_it_is_return
 
     class Failing:
         def wait(self, timeout: float | None = 30.0) -> None:
-            raise TimeoutError("the journal's disk is gone")
+            raise JournalUnavailable("the journal's disk is gone")
 
     monkeypatch.setattr(writer, "submit", lambda batch: Failing())
     refused = fhir.get("/Observation?code=29463-7")

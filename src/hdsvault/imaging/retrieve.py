@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, Select, Table, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from hdsvault.access.decision import Operation
 from hdsvault.blobs import BlobError, BlobNotFound
@@ -26,7 +25,7 @@ from hdsvault.imaging.dicomfile import Json, full_json, load
 from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.journal.entry import Outcome
-from hdsvault.journal.group_commit import Pending
+from hdsvault.journal.group_commit import JournalUnavailable, Pending
 from hdsvault.records.model import Caller
 
 
@@ -125,16 +124,16 @@ def _located(
     )
     try:  # group commit: one flush shared with the other reads of the moment
         return refs, keys, store.platform.durable_journal().submit(entries)
-    except RuntimeError as exc:
-        raise ImagingError(Kind.UNAVAILABLE, f"journal unavailable: {exc}"[:300]) from None
+    except JournalUnavailable as exc:
+        raise ImagingError(Kind.UNAVAILABLE, str(exc)[:300]) from None
 
 
 def _durable(pending: Pending) -> None:
     """Wait for the retrieval's journal entries: no trace, no data (invariant 2)."""
     try:
         pending.wait()
-    except (SQLAlchemyError, TimeoutError, RuntimeError) as exc:
-        raise ImagingError(Kind.UNAVAILABLE, f"journal unavailable: {exc}"[:300]) from None
+    except JournalUnavailable as exc:
+        raise ImagingError(Kind.UNAVAILABLE, str(exc)[:300]) from None
 
 
 def locate(

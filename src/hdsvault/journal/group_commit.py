@@ -27,6 +27,11 @@ from hdsvault.journal.entry import JournalEntry
 from hdsvault.journal.store import append_many
 
 
+class JournalUnavailable(RuntimeError):
+    """Entries could not be made durable: the writer is closed, their commit failed, or it
+    did not finish in time. A read that gets this must not return its data (invariant 2)."""
+
+
 class _Batch:
     """Entries committed together, and how their callers learn the outcome."""
 
@@ -38,11 +43,12 @@ class _Batch:
         self.error: BaseException | None = None
 
     def wait(self, timeout: float | None = 30.0) -> None:
-        """Return once the batch is committed durably; raise what the commit raised."""
+        """Return once the batch is committed durably; else :class:`JournalUnavailable`
+        (from what the commit raised)."""
         if not self.done.wait(timeout):
-            raise TimeoutError("the journal entry was not committed in time")
+            raise JournalUnavailable("the journal entry was not committed in time")
         if self.error is not None:
-            raise self.error
+            raise JournalUnavailable(f"the journal commit failed: {self.error}") from self.error
 
 
 Pending = _Batch
@@ -62,7 +68,7 @@ class GroupCommitJournal:
         self._thread.start()
 
     def record(self, entry: JournalEntry, timeout: float | None = 30.0) -> None:
-        """Return once ``entry`` is committed durably; raise what the commit raised."""
+        """Return once ``entry`` is committed durably; else :class:`JournalUnavailable`."""
         self.submit((entry,)).wait(timeout)
 
     def submit(self, entries: Sequence[JournalEntry]) -> Pending:
@@ -76,7 +82,7 @@ class GroupCommitJournal:
             raise ValueError("nothing to journal")
         with self._lock:
             if self._closed:
-                raise RuntimeError("the journal writer is closed")
+                raise JournalUnavailable("the journal writer is closed")
             batch = self._open
             first = not batch.entries
             batch.entries.extend(entries)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hdsvault.crypto.aead import DataKeys
 from hdsvault.crypto.sealed import journal_detail_context
 from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome, Severity
+from hdsvault.journal.group_commit import JournalUnavailable
 from hdsvault.journal.store import append_many
 from hdsvault.platform import Platform
 from hdsvault.records import jsonio
@@ -82,7 +83,7 @@ def commit_reads(platform: Platform, entries: Sequence[JournalEntry]) -> None:
             return
         with platform.engine.begin() as conn:
             append_many(conn, entries)
-    except (SQLAlchemyError, TimeoutError, RuntimeError) as exc:  # no trace, no data
+    except (JournalUnavailable, SQLAlchemyError) as exc:  # no trace, no data
         raise RecordError(
             Problem.UNAVAILABLE, f"journal unavailable, nothing returned: {exc}"[:300]
         ) from None
