@@ -69,6 +69,10 @@ _SHAPE: dict[Interaction, tuple[Category, Action]] = {
 }
 
 
+_GROUPED = 1000
+"""Read entries of one request committed through the group commit; more take their own."""
+
+
 def commit_reads(platform: Platform, entries: Sequence[JournalEntry]) -> None:
     """Journal read traces durably before the data is returned (invariant 2).
 
@@ -87,9 +91,6 @@ def commit_reads(platform: Platform, entries: Sequence[JournalEntry]) -> None:
         raise RecordError(
             Problem.UNAVAILABLE, f"journal unavailable, nothing returned: {exc}"[:300]
         ) from None
-
-
-_GROUPED = 1000
 
 
 def seal_detail(keys: DataKeys, caller: Caller, detail: object) -> bytes:
