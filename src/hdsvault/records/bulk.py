@@ -45,7 +45,7 @@ from hdsvault.access.decision import Operation
 from hdsvault.db.engine import read_connection
 from hdsvault.db.schema import resources
 from hdsvault.journal.store import append_many
-from hdsvault.records import bundles, storage, writes
+from hdsvault.records import bundles, jsonio, storage, writes
 from hdsvault.records.errors import Problem, RecordError
 from hdsvault.records.guard import allow
 from hdsvault.records.journaling import Interaction, entry, per_patient
@@ -317,7 +317,7 @@ def _prepare_file(path: str) -> tuple[str, Any]:
     """Worker side: ("prepared", (kind, entries, prepared)) or ("raw"/"error", detail)."""
     try:
         with _open(Path(path)) as f:
-            doc = orjson.loads(f.read())
+            doc = jsonio.loads(f.read())
         if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle":
             return ("raw", None)
         kind, entries = bundles.parse_entries(
@@ -410,7 +410,7 @@ def _import_document(
     group: _Group,
 ) -> None:
     try:
-        doc = orjson.loads(data)
+        doc = jsonio.loads(data)
     except orjson.JSONDecodeError as exc:
         raise RecordError(Problem.INVALID, f"not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -458,7 +458,7 @@ def _import_ndjson(
             if not line.strip():
                 continue
             try:
-                item = orjson.loads(line)
+                item = jsonio.loads(line)
             except orjson.JSONDecodeError as exc:
                 report.errors.append((f"{path.name}:{lineno}", f"not valid JSON: {exc}"))
                 continue
@@ -582,7 +582,7 @@ def export_tenant(
             n = 0
             with target.open("wb") as out:
                 for stored in storage.iter_current(conn, keys, caller.tenant, rt):
-                    out.write(orjson.dumps(stored) + b"\n")
+                    out.write(jsonio.dumps(stored) + b"\n")
                     n += 1
                     if progress and n % 500 == 0:
                         progress(500)

@@ -42,7 +42,7 @@ from hdsvault.db.schema import bulk_exports
 from hdsvault.journal.entry import Action
 from hdsvault.journal.store import append_many
 from hdsvault.periodic import PeriodicTask
-from hdsvault.records import storage
+from hdsvault.records import jsonio, storage
 from hdsvault.records.errors import Problem, RecordError
 from hdsvault.records.guard import allow
 from hdsvault.records.journaling import Interaction, commit_reads, entry, per_patient
@@ -205,7 +205,7 @@ def run(store: RecordStore, blobs: BlobStore, caller: Caller, job_id: str) -> Ex
                         continue
                     if patient is not None:
                         patients.add(patient)
-                    writer.add(rt, orjson.dumps(resource) + b"\n")
+                    writer.add(rt, jsonio.dumps(resource) + b"\n")
                     if writer.cancelled:
                         return _get(store, job_id)
                 writer.flush(rt)
