@@ -40,7 +40,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from hdsvault.dicom import reactor
+from hdsvault.dicom import reactor, uids
 from hdsvault.dicom.peers import Peer, Peers
 from hdsvault.imaging import dicomfile, queries, retrieve
 from hdsvault.imaging.attributes import QR_LEVEL, Level, parse_attribute
@@ -155,6 +155,7 @@ class DimseServer:
     def start(self) -> tuple[str, int]:
         """Listen (in background threads); catches up lagging ImagingStudy resources first."""
         reactor.install()
+        uids.install()
         try:
             sync_pending(self.store, self._service_caller)
         except Exception as exc:  # derived data: never block the listener on it
