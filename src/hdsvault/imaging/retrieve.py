@@ -171,10 +171,12 @@ def locate(
 @dataclass(frozen=True)
 class Retrieval:
     """Located instances, journaled durably; ``files`` holds them opened when they fit the
-    caller's memory budget (else None: open them with :func:`stream`)."""
+    caller's memory budget (else None: open them with :func:`stream`, with ``keys``, the
+    tenant's data keys looked up by the retrieval)."""
 
     refs: list[InstanceRef]
     files: list[bytes] | None
+    keys: DataKeys
 
 
 def retrieve(
@@ -200,7 +202,7 @@ def retrieve(
         _durable(pending)
     if not refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
-    return Retrieval(refs, files)
+    return Retrieval(refs, files, keys)
 
 
 def data_keys(store: ImagingStore, tenant: str) -> DataKeys:
