@@ -121,3 +121,20 @@ def test_every_new_directory_level_is_flushed(
     store.put("t/ab/x", b"data")
     root = tmp_path / "blobs"
     assert sorted(flushed) == sorted([root, root / "t", root / "t" / "ab"])
+
+
+def test_filesystem_get_reads_the_whole_file(tmp_path: Path) -> None:
+    """``get`` reads a blob with one read of its size: empty, small and multi-MiB blobs come
+    back whole, a missing one is BlobNotFound, an unreadable one a BlobError."""
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    for key, data in (
+        ("t/a/empty", b""),
+        ("t/a/small", b"x" * 39),
+        ("t/a/big", os.urandom(5 << 20)),
+    ):
+        store.put(key, data)
+        assert store.get(key) == data
+    with pytest.raises(BlobNotFound):
+        store.get("t/a/missing")
+    with pytest.raises(BlobError):
+        store.get("t/a")  # a directory, not a blob

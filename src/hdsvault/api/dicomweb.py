@@ -12,15 +12,19 @@ transcoding: ``transfer-syntax=*`` semantics), metadata as DICOM JSON, frames as
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import json
+import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 
 from hdsvault.access.context import current_request_meta
 from hdsvault.access.tokens import Principal
@@ -54,9 +58,12 @@ _FAILURE_REASON = {
 }
 _lock = threading.Lock()
 STREAM_PIECE = 1024 * 1024
-"""WADO-RS bodies are handed to the server in pieces of about this size: each piece is one hop
-from the event loop to a worker thread, so small pieces (part headers, small instances) are
-joined rather than sent one by one."""
+"""A streamed WADO-RS body is handed to the server in pieces of about this size: small pieces
+(part headers, small instances) are joined rather than sent one by one (each piece sent costs
+the event loop a pass through the middlewares and the HTTP protocol)."""
+STREAM_AHEAD = 2
+"""Pieces of a streamed WADO-RS body read and opened ahead of the one being sent (memory: this
+many pieces, plus the one being produced and the one being sent)."""
 IN_MEMORY = 16 * 1024 * 1024
 """A retrieval of at most this many bytes is read whole (while its journal entry is flushed)
 and sent as one body; a larger one is streamed, one piece at a time (memory bound)."""
@@ -359,15 +366,92 @@ async def _retrieve(
         return Response(b"".join(multipart.frame(parts, boundary)), media_type=media)
 
     def streamed() -> Iterator[tuple[str, Iterator[bytes]]]:
-        keys = retrieve.data_keys(store, caller.tenant)
         for ref in refs:
-            yield ctype(ref), retrieve.stream(store, caller.tenant, ref, keys)
+            yield ctype(ref), retrieve.stream(store, caller.tenant, ref, found.keys)
 
     body = multipart.coalesce(multipart.frame(streamed(), boundary), STREAM_PIECE)
     length = multipart.framed_length(((ctype(r), r.size) for r in refs), boundary)
     return StreamingResponse(
-        iterate_in_threadpool(body), media_type=media, headers={"Content-Length": str(length)}
+        prefetched(body, STREAM_AHEAD),
+        media_type=media,
+        headers={"Content-Length": str(length)},
     )
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def prefetched(pieces: Iterator[bytes], ahead: int) -> AsyncIterator[bytes]:
+    """``pieces``, produced by a thread of their own up to ``ahead`` pieces before they are sent.
+
+    Why: with one worker-thread hop per piece (``iterate_in_threadpool``) the next piece is
+    read and opened only once the previous one has been written to the socket, so reading,
+    decrypting and sending take turns; here they overlap (file reads, AES-GCM and socket
+    writes release the interpreter lock, so two cores work). Memory stays bounded: ``ahead``
+    pieces waiting, one being produced, one being sent. The producer is a thread of its own,
+    not one of a pool: a slow client holds it for the whole response, and must not hold a
+    thread that other requests wait for. If the sender stops early (client gone, error), the
+    producer stops at its next piece and ``pieces`` is closed in its thread; an exception
+    raised by ``pieces`` is raised here, in the sender.
+    """
+    if ahead < 1:
+        raise ValueError("prefetched: ahead must be at least 1")
+    loop = asyncio.get_running_loop()
+    ready: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(ahead)
+    wake = asyncio.Event()
+    stop = threading.Event()
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def signal(callback: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(callback, *args)
+
+    def put(item: tuple[bytes | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            signal(wake.set)
+            return True
+        return False
+
+    def produce() -> None:
+        try:
+            for piece in pieces:
+                if not put((piece, None)):
+                    return
+            put((None, None))
+        except BaseException as exc:  # handed to the sender, raised there
+            put((None, exc))
+        finally:
+            try:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                signal(_settle, finished)
+
+    ctx = contextvars.copy_context()
+    threading.Thread(target=ctx.run, args=(produce,), name="wado-stream", daemon=True).start()
+    try:
+        while True:
+            wake.clear()  # before looking: a piece put after the look sets it again
+            try:
+                piece, error = ready.get_nowait()
+            except queue.Empty:
+                await wake.wait()
+                continue
+            if error is not None:
+                raise error
+            if piece is None:
+                return
+            yield piece
+    finally:
+        stop.set()
+        await asyncio.shield(finished)
 
 
 @router.get("/studies/{study}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, Select, Table, select
+from sqlalchemy import Connection, Select, Table, bindparam, select
 
 from hdsvault.access.decision import Operation
 from hdsvault.blobs import BlobError, BlobNotFound
@@ -43,10 +45,43 @@ class InstanceRef:
     patient_ref: str | None
 
 
-def _ids_of(table: Table, tenant: str, tokens: list[bytes]) -> Select[tuple[str]]:
-    """The ids of ``table``'s rows with these uid tokens, as a subquery of :func:`find`'s one
-    statement (a separate query per level cost a round trip each on every retrieval)."""
-    return select(table.c.id).where(table.c.tenant_id == tenant, table.c.uid_token.in_(tokens))
+def _ids_of(table: Table, level: str) -> Select[tuple[str]]:
+    """The ids of ``table``'s rows with the uid tokens bound as ``<level>_tokens``, as a
+    subquery of :func:`find`'s one statement (a separate query per level cost a round trip
+    each on every retrieval)."""
+    return select(table.c.id).where(
+        table.c.tenant_id == bindparam("tenant"),
+        table.c.uid_token.in_(bindparam(f"{level}_tokens", expanding=True)),
+    )
+
+
+@cache
+def _find_statement(study: bool, series: bool, sop: bool) -> Select[Any]:
+    """:func:`find`'s statement for the levels named, built once: its values are bound
+    parameters (building the statement cost ~0.3 ms per retrieval, measured)."""
+    it, st = imaging_instances.c, imaging_studies.c
+    stmt = (
+        select(
+            it.id,
+            it.study_id,
+            it.series_id,
+            it.sop_class_uid,
+            it.transfer_syntax_uid,
+            it.size,
+            it.blob_key,
+            st.patient_ref,
+        )
+        .join(imaging_studies, (st.tenant_id == it.tenant_id) & (st.id == it.study_id))
+        .where(it.tenant_id == bindparam("tenant"))
+        .order_by(it.created_at, it.id)
+    )
+    if study:
+        stmt = stmt.where(it.study_id.in_(_ids_of(imaging_studies, "study")))
+    if series:
+        stmt = stmt.where(it.series_id.in_(_ids_of(imaging_series, "series")))
+    if sop:
+        stmt = stmt.where(it.uid_token.in_(bindparam("instance_tokens", expanding=True)))
+    return stmt
 
 
 def find(
@@ -61,32 +96,12 @@ def find(
     if not (study_uids or series_uids or sop_uids):
         raise ImagingError(Kind.INVALID, "a retrieval names at least one UID")
     index = store.index(conn, tenant)
-    it, st = imaging_instances.c, imaging_studies.c
-    stmt = (
-        select(
-            it.id,
-            it.study_id,
-            it.series_id,
-            it.sop_class_uid,
-            it.transfer_syntax_uid,
-            it.size,
-            it.blob_key,
-            st.patient_ref,
-        )
-        .join(imaging_studies, (st.tenant_id == it.tenant_id) & (st.id == it.study_id))
-        .where(it.tenant_id == tenant)
-        .order_by(it.created_at, it.id)
-    )
-    if study_uids:
-        tokens = [ix.uid_token(index, "study", u) for u in study_uids]
-        stmt = stmt.where(it.study_id.in_(_ids_of(imaging_studies, tenant, tokens)))
-    if series_uids:
-        tokens = [ix.uid_token(index, "series", u) for u in series_uids]
-        stmt = stmt.where(it.series_id.in_(_ids_of(imaging_series, tenant, tokens)))
-    if sop_uids:
-        tokens = [ix.uid_token(index, "instance", u) for u in sop_uids]
-        stmt = stmt.where(it.uid_token.in_(tokens))
-    return [InstanceRef(*r) for r in conn.execute(stmt).all()]
+    values: dict[str, object] = {"tenant": tenant}
+    for level, uids in (("study", study_uids), ("series", series_uids), ("instance", sop_uids)):
+        if uids:
+            values[f"{level}_tokens"] = [ix.uid_token(index, level, u) for u in uids]
+    stmt = _find_statement(bool(study_uids), bool(series_uids), bool(sop_uids))
+    return [InstanceRef(*r) for r in conn.execute(stmt, values).all()]
 
 
 def _located(
@@ -156,10 +171,12 @@ def locate(
 @dataclass(frozen=True)
 class Retrieval:
     """Located instances, journaled durably; ``files`` holds them opened when they fit the
-    caller's memory budget (else None: open them with :func:`stream`)."""
+    caller's memory budget (else None: open them with :func:`stream`, with ``keys``, the
+    tenant's data keys looked up by the retrieval)."""
 
     refs: list[InstanceRef]
     files: list[bytes] | None
+    keys: DataKeys
 
 
 def retrieve(
@@ -185,7 +202,7 @@ def retrieve(
         _durable(pending)
     if not refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
-    return Retrieval(refs, files)
+    return Retrieval(refs, files, keys)
 
 
 def data_keys(store: ImagingStore, tenant: str) -> DataKeys:

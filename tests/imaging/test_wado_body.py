@@ -1,0 +1,179 @@
+"""WADO-RS bodies: the multipart framing byte for byte, the streamed path (studies over the
+in-memory limit) identical to the whole-body path, and the producer that reads a streamed
+body ahead of the sender (order, errors, early stop, memory bound)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.uid import generate_uid
+
+from conftest import TENANT, sample_bytes
+from hdsvault.access.roles import Role
+from hdsvault.access.tokens import create_token
+from hdsvault.api import dicomweb
+from hdsvault.api.app import create_app
+from hdsvault.imaging import multipart
+from hdsvault.imaging.store import ImagingStore
+from hdsvault.platform import Platform
+
+ACCEPT = {"Accept": 'multipart/related; type="application/dicom"'}
+
+
+def test_frame_is_byte_exact() -> None:
+    items = [("application/dicom; transfer-syntax=1.2.3", [b"AB", b"", b"C"]), ("a/b", [b""])]
+    body = b"".join(multipart.frame(items, "XYZ"))
+    assert body == (
+        b"--XYZ\r\nContent-Type: application/dicom; transfer-syntax=1.2.3\r\n\r\nABC\r\n"
+        b"--XYZ\r\nContent-Type: a/b\r\n\r\n\r\n"
+        b"--XYZ--\r\n"
+    )
+    assert multipart.framed_length([(items[0][0], 3), (items[1][0], 0)], "XYZ") == len(body)
+    parts = multipart.parse(body, "XYZ")
+    assert [p.body for p in parts] == [b"ABC", b""]
+
+
+def test_coalesce_joins_small_pieces_and_passes_large_ones() -> None:
+    big = b"x" * 100
+    pieces = [b"a", b"bc", big, b"d" * 60, b"e" * 50, b"f"]
+    out = list(multipart.coalesce(iter(pieces), 100))
+    assert b"".join(out) == b"".join(pieces)
+    assert out[0] == b"abc" + big and out[1] == b"d" * 60 + b"e" * 50 and out[2] == b"f"
+    alone = list(multipart.coalesce(iter([big]), 100))
+    assert alone[0] is big  # a piece of the size or more is not copied
+
+
+def _study(n: int) -> list[bytes]:
+    """``n`` clones of CT_small.dcm in one study and series (fresh SOP Instance UIDs)."""
+    ds = pydicom.dcmread(io.BytesIO(sample_bytes("CT_small.dcm")))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    out = []
+    for i in range(n):
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def _identity(data: bytes) -> tuple[str, bytes]:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    return str(ds.SOPInstanceUID), bytes(ds.PixelData)
+
+
+@pytest.mark.parametrize("chunk", [None, 16 * 1024], ids=["one-segment", "segmented"])
+def test_streamed_retrieval_is_the_whole_body(
+    platform: Platform, tenant: str, monkeypatch: pytest.MonkeyPatch, chunk: int | None
+) -> None:
+    """A study over the in-memory limit is streamed: the same body byte for byte as when sent
+    whole (every instance, its pixel data as sent, in the same order), with the declared
+    Content-Length (instances of one AEAD segment and of several)."""
+    app = create_app(platform)
+    store = ImagingStore(platform)
+    if chunk is not None:
+        store.chunk = chunk  # instances sealed in several segments, opened segment by segment
+    app.state.imaging_store = store
+    token = create_token(
+        platform.engine, tenant=tenant, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="t"
+    ).token
+    auth = {"Authorization": f"Bearer {token}"}
+    files = _study(7)
+    study = str(pydicom.dcmread(io.BytesIO(files[0]), stop_before_pixels=True).StudyInstanceUID)
+    base = f"/dicomweb/{TENANT}"
+    try:
+        with TestClient(app) as client:
+            boundary = multipart.new_boundary()
+            stow = client.post(
+                base + "/studies",
+                content=b"".join(
+                    multipart.frame((("application/dicom", [f]) for f in files), boundary)
+                ),
+                headers={
+                    **auth,
+                    "Content-Type": f'multipart/related; type="application/dicom"; '
+                    f"boundary={boundary}",
+                },
+            )
+            assert stow.status_code == 200, stow.text
+            bodies = []
+            for limit, piece in ((dicomweb.IN_MEMORY, dicomweb.STREAM_PIECE), (0, 10_000)):
+                monkeypatch.setattr(dicomweb, "IN_MEMORY", limit)
+                monkeypatch.setattr(dicomweb, "STREAM_PIECE", piece)
+                r = client.get(f"{base}/studies/{study}", headers={**auth, **ACCEPT})
+                assert r.status_code == 200, r.text
+                assert r.headers["content-length"] == str(len(r.content))
+                _media, params = multipart.content_type_params(r.headers["content-type"])
+                parts = multipart.parse(r.content, params["boundary"])
+                assert sorted(_identity(p.body) for p in parts) == sorted(map(_identity, files))
+                bodies.append(r.content.replace(params["boundary"].encode(), b"B"))
+            assert bodies[0] == bodies[1]  # byte for byte, but for the random boundary
+    finally:
+        store.close()
+
+
+def _source(n: int, produced: list[int], closed: threading.Event) -> Iterator[bytes]:
+    try:
+        for i in range(n):
+            produced.append(i)
+            yield bytes([i]) * 10
+    finally:
+        closed.set()
+
+
+@pytest.mark.parametrize("ahead", [1, 2, 5])
+def test_prefetched_keeps_order_and_its_memory_bound(ahead: int) -> None:
+    produced: list[int] = []
+    closed = threading.Event()
+
+    async def consume() -> list[bytes]:
+        got = []
+        async for piece in dicomweb.prefetched(_source(40, produced, closed), ahead):
+            got.append(piece)
+            await asyncio.sleep(0.001)  # a slow sender: the producer must wait for it
+            # consumed + waiting in the queue + one produced and waiting to be queued
+            assert len(produced) <= len(got) + ahead + 1
+        return got
+
+    assert asyncio.run(consume()) == [bytes([i]) * 10 for i in range(40)]
+    assert closed.is_set()
+
+
+def test_prefetched_stops_the_producer_when_the_sender_stops() -> None:
+    produced: list[int] = []
+    closed = threading.Event()
+
+    async def first_only() -> None:
+        body = dicomweb.prefetched(_source(1000, produced, closed), 2)
+        async for _piece in body:
+            break
+        await body.aclose()  # what the server does when the client goes away
+
+    asyncio.run(first_only())
+    assert closed.is_set()  # the source was closed (its files) before aclose returned
+    assert len(produced) <= 4
+
+
+def test_prefetched_raises_the_producers_error_in_the_sender() -> None:
+    def failing() -> Iterator[bytes]:
+        yield b"one"
+        yield b"two"
+        raise ValueError("blob missing")
+
+    got: list[bytes] = []
+
+    async def run() -> None:
+        async for piece in dicomweb.prefetched(failing(), 2):
+            got.append(piece)
+
+    with pytest.raises(ValueError, match="blob missing"):
+        asyncio.run(run())
+    assert got == [b"one", b"two"]  # what was produced before the error was sent first
