@@ -20,6 +20,7 @@ so the imaging service depends on three record operations only.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -117,7 +118,20 @@ def sync_pending(store: ImagingStore, caller_for: Any, limit: int = 1000) -> int
     return n
 
 
+_SYNC_LOCKS = tuple(threading.Lock() for _ in range(64))
+"""Syncs of one study run one at a time in a process (64 stripes: unrelated studies rarely
+wait on each other). Why: two associations adding to the same study each sync it when they
+close; the one that read the study first could write its older ImagingStudy and revision
+last, leaving the FHIR view behind the index until the listener's next start (seen at
+concurrency 4). Under the lock a later sync reads what the earlier one wrote, or newer."""
+
+
 def sync_study(store: ImagingStore, caller: Caller, study_id: str) -> bool:
+    with _SYNC_LOCKS[hash((caller.tenant, study_id)) % len(_SYNC_LOCKS)]:
+        return _sync_study(store, caller, study_id)
+
+
+def _sync_study(store: ImagingStore, caller: Caller, study_id: str) -> bool:
     tenant = caller.tenant
     st, se, it = imaging_studies.c, imaging_series.c, imaging_instances.c
     with read_connection(store.engine) as conn:

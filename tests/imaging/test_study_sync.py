@@ -1,0 +1,87 @@
+"""Two syncs of the same study never leave its ImagingStudy behind the index.
+
+Two associations adding to one study each sync it when they close. Here the first sync is
+held after reading the study (one instance), a second instance is stored and a second sync
+starts: the first must not write its older resource and revision over the second's. With
+syncs of a study serialised, the second waits, then reads both instances.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import select
+
+from conftest import sample_bytes
+from hdsvault.db.schema import imaging_studies
+from hdsvault.imaging import fhir
+from hdsvault.imaging.store import ImagingStore
+from hdsvault.platform import Platform
+from hdsvault.records.model import Caller
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _instance(n: int) -> bytes:
+    ds = dcmread(io.BytesIO(sample_bytes("CT_small.dcm")))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.8.498.7{n}"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+class Written(fhir.RecordsFhirWriter):
+    """The records writer, remembering the last ImagingStudy written."""
+
+    last: Any = None
+
+    def update(self, caller: Caller, resource_type: str, resource_id: str, resource: Any) -> Any:
+        self.last = resource
+        return super().update(caller, resource_type, resource_id, resource)
+
+
+def test_a_held_sync_does_not_overwrite_a_later_one(
+    platform: Platform, tenant: str, caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = Written(platform)
+    store = ImagingStore(platform, fhir=writer)
+    try:
+        first = store.store(caller, _instance(1), source="test")
+        assert first.status == "stored" and first.study_id
+        sid = first.study_id
+
+        entered, release = threading.Event(), threading.Event()
+        build = fhir.imaging_study
+
+        def held_once(*args: Any) -> Any:
+            if not entered.is_set():
+                entered.set()
+                assert release.wait(20)
+            return build(*args)
+
+        monkeypatch.setattr(fhir, "imaging_study", held_once)
+        t1 = threading.Thread(target=fhir.sync_studies, args=(store, caller, [sid]))
+        t1.start()
+        assert entered.wait(20)  # the first sync has read the study: one instance
+        assert store.store(caller, _instance(2), source="test").study_id == sid
+        t2 = threading.Thread(target=fhir.sync_studies, args=(store, caller, [sid]))
+        t2.start()
+        t2.join(0.5)  # serialised: it waits for the first (without the lock it would finish)
+        release.set()
+        t1.join(20)
+        t2.join(20)
+        assert not t1.is_alive() and not t2.is_alive()
+
+        st = imaging_studies.c
+        with platform.engine.connect() as conn:
+            revision, synced = conn.execute(
+                select(st.revision, st.fhir_revision).where(st.id == sid)
+            ).one()
+        assert synced == revision
+        assert writer.last["numberOfInstances"] == 2
+    finally:
+        store.close()
