@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection
 
 from hdsvault.db.migrate import downgrade, upgrade
-from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome
 from hdsvault.journal.service import integrate, record
 from hdsvault.journal.views import EntryFilter, _select, access_history
 from hdsvault.platform import Platform
+
+from support.journal_entries import access
 
 LOOKUPS = ("ix_journal_entries_patient", "ix_journal_entries_actor", "ix_journal_entries_time")
 
@@ -33,20 +34,6 @@ def _definition(conn: Connection, name: str) -> str:
     return str(sql.scalar_one()).replace("(", "").replace(")", "")
 
 
-def _read(tenant: str, patient: str, actor: str) -> JournalEntry:
-    return JournalEntry(
-        log_id=tenant,
-        time=datetime.now(UTC),
-        event_type="fhir.read",
-        category=Category.ACCESS,
-        action=Action.READ,
-        outcome=Outcome.SUCCESS,
-        actor=actor,
-        objects=(f"{patient}",),
-        patient=patient,
-    )
-
-
 def test_lookup_indexes_are_partial_on_sequenced_entries(platform: Platform) -> None:
     with platform.engine.connect() as conn:
         for name in LOOKUPS:
@@ -55,8 +42,8 @@ def test_lookup_indexes_are_partial_on_sequenced_entries(platform: Platform) -> 
 
 def test_views_find_entries_once_sequenced(platform: Platform, tenant: str) -> None:
     with platform.engine.begin() as conn:
-        record(conn, _read(tenant, "Patient/p1", "token:nurse"))
-        record(conn, _read(tenant, "Patient/p2", "token:nurse"))
+        record(conn, access(tenant, "token:nurse", "Patient/p1"))
+        record(conn, access(tenant, "token:nurse", "Patient/p2"))
     assert access_history(platform, tenant, "Patient/p1", by="dpo") == []  # pending: not shown
     integrate(platform)
     history = access_history(platform, tenant, "Patient/p1", by="dpo")
@@ -83,7 +70,7 @@ def test_upgrade_of_a_0005_database_keeps_the_views(platform: Platform, tenant: 
     with platform.engine.connect() as conn:
         for name in LOOKUPS:
             assert "WHERE" not in _definition(conn, name), name
-    entry = _read(tenant, "Patient/p1", "token:doctor")
+    entry = access(tenant, "token:doctor", "Patient/p1")
     with platform.engine.begin() as conn:
         record(conn, entry)
         record(conn, replace(entry, patient="Patient/p9", objects=("Patient/p9",)))

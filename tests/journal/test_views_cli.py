@@ -8,34 +8,16 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from hdsvault.config import Settings
 from hdsvault.journal import service, views
-from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome
+from hdsvault.journal.entry import Outcome
 from hdsvault.platform import Platform
 
+from support.journal_entries import access
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def access(
-    tenant: str, actor: str, patient: str, outcome: Outcome = Outcome.SUCCESS
-) -> JournalEntry:
-    return JournalEntry(
-        log_id=tenant,
-        time=datetime.now(UTC),
-        event_type="fhir.read",
-        category=Category.ACCESS,
-        action=Action.READ,
-        outcome=outcome,
-        actor=actor,
-        actor_role="clinician",
-        professional_id="10003456789",
-        objects=(patient,),
-        patient=patient,
-        detail_sealed=b"\x01secret-ciphertext",
-    )
 
 
 def test_access_history_and_exports(platform: Platform, tenant: str) -> None:

@@ -74,8 +74,7 @@ def _needs_exact_reading(raw: bytes) -> bool:
 
 
 def _decimal(literal: str) -> float:
-    value = float(literal)
-    return ExactDecimal(literal) if orjson.dumps(value) != literal.encode() else value
+    return ExactDecimal(literal) if _respelled(literal.encode()) else float(literal)
 
 
 def _exact(data: bytes | str, value: Any) -> Any:
