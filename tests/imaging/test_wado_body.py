@@ -76,7 +76,8 @@ def test_streamed_retrieval_is_the_whole_body(
 ) -> None:
     """A study over the in-memory limit is streamed: the same body byte for byte as when sent
     whole (every instance, its pixel data as sent, in the same order), with the declared
-    Content-Length (instances of one AEAD segment and of several)."""
+    Content-Length (instances of one AEAD segment and of several); and nothing of it leaves
+    when its read cannot be journaled."""
     app = create_app(platform)
     store = ImagingStore(platform)
     if chunk is not None:
@@ -116,6 +117,13 @@ def test_streamed_retrieval_is_the_whole_body(
                 assert sorted(_identity(p.body) for p in parts) == sorted(map(_identity, files))
                 bodies.append(r.content.replace(params["boundary"].encode(), b"B"))
             assert bodies[0] == bodies[1]  # byte for byte, but for the random boundary
+
+            # Invariant 2 on the streamed path: no trace, no byte of the study.
+            platform.durable_journal().close()
+            r = client.get(f"{base}/studies/{study}", headers={**auth, **ACCEPT})
+            assert r.status_code == 503, r.text
+            assert b"DICM" not in r.content
+            assert not any(_identity(f)[1][:64] in r.content for f in files)
     finally:
         store.close()
 
