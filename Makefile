@@ -7,7 +7,7 @@ UV := $(HOME)/.local/bin/uv
 endif
 PYTEST_WORKERS ?= 2
 
-.PHONY: help setup system run test bench lint format typecheck clean
+.PHONY: help setup native system run test bench lint format typecheck clean
 
 help:
 	@echo "make run    - set up and serve on 127.0.0.1:8080 (embedded SQLite + local files)"
@@ -22,7 +22,11 @@ $(UV):
 	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
-setup: .venv/.synced
+setup: .venv/.synced native
+
+# The journal verifier's compiled inner loop (optional outside CI: see the script).
+native: .venv/.synced
+	@bash scripts/build-native.sh .venv/bin/python
 
 system:
 	bash scripts/setup-system.sh
@@ -31,7 +35,7 @@ run: setup
 	@if [ ! -d var ]; then $(UV) run --frozen hdsvault init; fi
 	$(UV) run --frozen hdsvault serve
 
-test: setup system
+test: setup system native
 	$(UV) run --frozen pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: setup

@@ -36,8 +36,9 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
         missing+=(postgresql)
     fi
 fi
-for pkg in softhsm2 opensc rsyslog rsyslog-gnutls dcmtk orthanc orthanc-dicomweb; do
+for pkg in gcc libsqlite3-dev libssl-dev softhsm2 opensc rsyslog rsyslog-gnutls dcmtk orthanc orthanc-dicomweb; do
     # dcmtk, orthanc(-dicomweb): DICOM peers of the imaging interoperability tests and bench;
+    # gcc, libsqlite3-dev, libssl-dev: build the journal verifier's compiled walk;
     # softhsm2: PKCS#11 module + softhsm2-util; opensc: pkcs11-tool;
     # rsyslog(-gnutls): SIEM receiver over TCP/TLS for the journal exporter tests.
     is_installed "$pkg" || missing+=("$pkg")
@@ -61,7 +62,7 @@ if ((${#missing[@]} > 0)); then
     apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}"
     log "installed: ${missing[*]}"
 else
-    log "system packages present (postgresql, softhsm2, opensc, rsyslog, rsyslog-gnutls, dcmtk, orthanc, orthanc-dicomweb)"
+    log "system packages present (postgresql, gcc, libsqlite3-dev, libssl-dev, softhsm2, opensc, rsyslog, rsyslog-gnutls, dcmtk, orthanc, orthanc-dicomweb)"
 fi
 
 # The postgresql packages create this user; make sure of it anyway (minimal images, or

@@ -65,6 +65,7 @@ def verify(
                         {
                             "log_id": r.log_id,
                             "entries": r.entries,
+                            "compiled_entries": r.compiled_entries,
                             "checkpoints": r.checkpoints,
                             "pending": r.pending,
                             "first_bad_index": r.first_bad_index,

@@ -187,6 +187,40 @@ class CompactRange:
             # Keep the state consistent with what was consumed, even on a bad leaf.
             self._size = size
 
+    def append_subtree(self, node: bytes, level: int) -> None:
+        """Append the hash of a perfect subtree of ``2**level`` leaves (already hashed).
+
+        ``size`` must be a multiple of ``2**level``, as it is where such a subtree starts in
+        the RFC 9162 tree. This is how the verifier folds in ranges hashed elsewhere.
+        """
+        _check_hash(node, "subtree hash")
+        if level < 0 or self._size % (1 << level):
+            raise ValueError(f"a subtree of 2**{level} leaves cannot start at {self._size}")
+        nodes = self._nodes
+        h = bytes(node)
+        carry = self._size >> level
+        while carry & 1:
+            h = _sha256(_NODE_PREFIX + nodes.pop() + h).digest()
+            carry >>= 1
+        nodes.append(h)
+        self._size += 1 << level
+
+    def extend_range(self, nodes: Sequence[bytes], width: int) -> None:
+        """Append a range of ``width`` leaves given by its compact range (largest first).
+
+        The range ``[size, size + width)`` must be an RFC 9162 subtree's prefix: ``size`` a
+        multiple of the smallest power of two ``>= width``; its nodes are then the perfect
+        subtrees of the set bits of ``width``.
+        """
+        levels = [b for b in reversed(range(width.bit_length())) if width >> b & 1]
+        if len(nodes) != len(levels):
+            raise ValueError("a range of this width has one node per set bit of width")
+        for node, level in zip(nodes, levels, strict=True):
+            self.append_subtree(node, level)
+
+    def copy(self) -> CompactRange:
+        return CompactRange.from_state(self._size, self._nodes)
+
     def root(self) -> bytes:
         """Root hash of the tree of the ``size`` leaves appended so far."""
         nodes = self._nodes

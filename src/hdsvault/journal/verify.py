@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Row, func, select
 
 from hdsvault.db.schema import journal_checkpoints, journal_entries, journal_logs
 from hdsvault.journal import checkpoint as ckpt
+from hdsvault.journal import leafwalk
 from hdsvault.journal.entry import PLATFORM_LOG
 from hdsvault.journal.merkle import CompactRange
 from hdsvault.journal.signer import JournalSigner
@@ -55,6 +56,8 @@ class LogReport:
     bytes_hashed: int = 0
     checkpoints: int = 0
     pending: int = 0
+    compiled_entries: int = 0
+    """Entries confirmed by the compiled walk (:mod:`hdsvault.journal.leafwalk`)."""
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -86,21 +89,18 @@ def verify_log(
 ) -> LogReport:
     report = LogReport(log_id)
     walk = _Walk(conn, signer, report, _expected_roots(conn, signer, report, external))
-    m = marker(conn)
-    sql = (
-        f"SELECT {LEAF_SELECT}, seq, leaf_hash, mac, pruned FROM journal_entries "  # noqa: S608
-        f"WHERE log_id = {m} AND seq > {m} ORDER BY seq LIMIT {_BATCH}"
-    )
-    last = -1
-    while True:
-        rows = conn.exec_driver_sql(sql, (log_id, last)).all()
-        if rows:
-            walk.batch(rows)
-            last = rows[-1][_SEQ_AT]
+    compiled_end = 0
+    path = leafwalk.database_file(conn)
+    if path is not None:
+        # Up to the largest signed size, the compiled walk; the tail (whose MACs need every
+        # leaf hash) and any range it does not find clean go through the Python walk below.
+        compiled_end = walk.signed_end
+        for walked in leafwalk.walk_ranges(path, log_id, compiled_end, sorted(walk.roots)):
+            if not walk.walked(walked):
+                _walk_rows(conn, walk, walked.start, walked.end)
             if progress:
                 progress(report.entries)
-        if len(rows) < _BATCH:
-            break
+    _walk_rows(conn, walk, compiled_end, None, progress)
     walk.finish()
     report.pending = conn.execute(
         select(func.count()).where(
@@ -109,6 +109,32 @@ def verify_log(
     ).scalar_one()
     report.problems.sort(key=lambda p: (p.index is None, p.index or 0))
     return report
+
+
+def _walk_rows(
+    conn: Connection,
+    walk: _Walk,
+    lo: int,
+    hi: int | None,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """The Python walk over entries ``lo <= seq < hi`` (no upper bound if ``hi`` is None)."""
+    m = marker(conn)
+    sql = (
+        f"SELECT {LEAF_SELECT}, seq, leaf_hash, mac, pruned FROM journal_entries "  # noqa: S608
+        f"WHERE log_id = {m} AND seq >= {m}{'' if hi is None else f' AND seq < {m}'} "
+        f"ORDER BY seq LIMIT {_BATCH}"
+    )
+    while True:
+        bounds = (walk.log_id, lo) if hi is None else (walk.log_id, lo, hi)
+        rows = conn.exec_driver_sql(sql, bounds).all()
+        if rows:
+            walk.batch(rows)
+            lo = rows[-1][_SEQ_AT] + 1
+            if progress:
+                progress(walk.report.entries)
+        if len(rows) < _BATCH:
+            break
 
 
 _BATCH = 20_000
@@ -271,17 +297,47 @@ class _Walk:
         for size in sorted(s for s in self.roots if start < s <= end):
             self.tree.extend(hashes[at - start : size - start])
             at = size
-            root = self.tree.root()
-            for source, expected in self.roots.pop(size):
-                if expected != root:
-                    _problem(
-                        self.report, size - 1, "root-mismatch",
-                        f"tree at size {size} differs from {source}",
-                    )  # fmt: skip
-                    self.trusting = False
-            if self.trusting:
-                self.vouched = size
+            self._check_root(size, self.tree.root())
         self.tree.extend(hashes[at - start :])
+
+    def _check_root(self, size: int, root: bytes) -> None:
+        for source, expected in self.roots.pop(size):
+            if expected != root:
+                _problem(
+                    self.report, size - 1, "root-mismatch",
+                    f"tree at size {size} differs from {source}",
+                )  # fmt: skip
+                self.trusting = False
+        if self.trusting:
+            self.vouched = size
+
+    def walked(self, walked: leafwalk.WalkedRange) -> bool:
+        """Take a range the compiled walk found clean; False if the Python walk must redo it.
+
+        Redone: a range that is not clean, one that does not start where the walk stands (a
+        gap before it), one past the largest signed size (its leaves' MACs are checked one by
+        one) and one with an entry pruned beyond what the platform journal records.
+        """
+        start, end = walked.start, walked.end
+        if (
+            not walked.clean
+            or start != self.expected
+            or end > self.signed_end
+            or walked.pruned_max >= self.pruned_allowed
+        ):
+            return False
+        if self.tree is not None:
+            for size, nodes in sorted(walked.nodes_at.items()):
+                if size in self.roots:
+                    at_size = self.tree.copy()
+                    at_size.extend_range(nodes, size - start)
+                    self._check_root(size, at_size.root())
+            self.tree.extend_range(walked.nodes, end - start)
+        self.expected = end
+        self.report.entries += walked.entries
+        self.report.bytes_hashed += walked.bytes_hashed
+        self.report.compiled_entries += walked.entries
+        return True
 
     def finish(self) -> None:
         """Truncation and size checks, and the MACs no matching root vouched for."""
