@@ -167,7 +167,7 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
         block=False,
         evt_handlers=[
             (evt.EVT_CONN_OPEN, nodelay),
-            (evt.EVT_CONN_OPEN, reactor.busy_polling),
+            (evt.EVT_CONN_OPEN, reactor.wake_on_events),
             (evt.EVT_C_STORE, on_store),
         ],
     )

@@ -1,57 +1,94 @@
-"""pynetdicom's association loops, polling fast while the peer is busy.
+"""pynetdicom's association loops, woken by what they wait for instead of polling.
 
-pynetdicom 3.0 runs two polling loops per association: the DUL thread (socket <-> PDUs) and
-the acceptor's reactor (decoded DIMSE messages -> handlers). Each sleeps a fixed 1 ms whenever
-it finds nothing to do, so a C-STORE waits up to ~2 ms doing nothing between its last PDU and
-its response: a no-op pynetdicom SCP took 263 instances/s from dcmtk's ``storescu`` (39 KB
-files, this machine) and 461/s with both loops sleeping 0.1 ms, for the same CPU per instance.
+pynetdicom 3.0 runs two loops per association: the DUL thread (socket <-> PDUs) and the
+acceptor's reactor (decoded DIMSE messages -> handlers). Each sleeps a fixed 1 ms whenever it
+finds nothing to do, so a C-STORE waited up to ~2 ms doing nothing between its last PDU and its
+response. An earlier version made both sleep 0.1 ms while the association was busy (263 ->
+461 instances/s from dcmtk's ``storescu``, 39 KB files, no-op SCP); each short sleep still
+cost a wake-up, and the VM's idle vCPUs wake late.
 
-Here both loops sleep :data:`BUSY_DELAY` while the association has seen traffic in the last
-:data:`IDLE_AFTER` seconds, and pynetdicom's own 1 ms once it has been idle that long, so an
-open but idle association (a viewer that keeps it for queries) costs what it did before.
+Here each loop waits for its own events, with pynetdicom's 1 ms as the upper bound:
+
+- the reactor waits on a flag raised by every put into the association's DIMSE message queue
+  (:class:`_ArrivalQueue`), then looks exactly as pynetdicom does (pause checkpoint, a
+  non-blocking get), so the pause protocol of user threads is unchanged;
+- the DUL thread's idle sleep becomes a ``select`` on the peer's socket and on a wake-up
+  socket written by every put into its queue of primitives to send (:class:`_WakingQueue`,
+  :class:`_DulClock`): a PDU or a response is acted on as soon as it exists.
+
+The 1 ms bound remains for what nothing signals (a release request seen by the reactor, the
+timers), so an open idle association costs what it did. Both queues are swapped by
+:func:`wake_on_events` at ``EVT_CONN_OPEN``, before the DUL thread starts, so nothing can be
+put in the old ones; associations without it (the C-MOVE sub-association we open) keep
+pynetdicom's fixed sleeps.
 
 The acceptor loop is pynetdicom's ``Association._run_reactor`` with only its sleep changed;
 :func:`install` refuses to replace a version it was not written against (the test suite checks
-that it applies to the locked pynetdicom), so an upgrade cannot silently run a stale copy.
+that it applies to the locked pynetdicom, and the DUL loop the clock is written for), so an
+upgrade cannot silently run a stale copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
+import queue
+import select
+import socket
+import threading
 import time
+import weakref
 from typing import Any
 
 import structlog
+from pynetdicom import dul as pynetdicom_dul
 from pynetdicom import evt
 from pynetdicom.association import LOGGER, Association
+from pynetdicom.dul import DULServiceProvider
 
 log = structlog.get_logger("hdsvault.dicom")
 
-BUSY_DELAY = 0.0001
-"""Seconds a loop sleeps when it found nothing to do, while the association is busy."""
-IDLE_DELAY = 0.001
-"""pynetdicom's own sleep, used once the association has been idle for :data:`IDLE_AFTER`."""
-IDLE_AFTER = 0.05
+WAIT = 0.001
+"""Longest wait of either loop with nothing signalled (pynetdicom's own fixed sleep)."""
 
 PYNETDICOM_REACTOR_SHA256 = "f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee"
 """SHA-256 of the source of the ``Association._run_reactor`` this module re-implements."""
+PYNETDICOM_DUL_SHA256 = "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803"
+"""SHA-256 of the ``DULServiceProvider.run_reactor`` whose idle sleep :class:`_DulClock` turns
+into a wait (its only use of ``time``)."""
 
 _original = Association._run_reactor
 
 
-def _idle_for(assoc: Any) -> float:
-    """Seconds since the association's DUL last moved data (its network idle timer)."""
-    started = getattr(assoc.dul._idle_timer, "_start_time", None)
-    return time.time() - started if started is not None else 0.0
+class _ArrivalQueue(queue.Queue[Any]):
+    """The DIMSE message queue, raising a flag on every put so the reactor wakes at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = threading.Event()
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.arrived.set()
 
 
 def _run_reactor(self: Any) -> None:
-    """pynetdicom 3.0.4 ``Association._run_reactor``, with an adaptive sleep (see module)."""
+    """pynetdicom 3.0.4 ``Association._run_reactor``, waking on a message's arrival instead of
+    sleeping a fixed time (see module)."""
     self._is_paused = False
-    delay = BUSY_DELAY
+    arrived: threading.Event | None = getattr(self.dimse.msg_queue, "arrived", None)
+    msg = None
     while not self._kill:
-        time.sleep(delay)
+        # Wait for a message (or WAIT, for the other checks below), unless the last look
+        # found one (another may be queued); the flag is cleared before looking, so a message
+        # put after the look raises it again.
+        if arrived is None:
+            time.sleep(WAIT)
+        else:
+            if not msg:
+                arrived.wait(WAIT)
+            arrived.clear()
 
         self._is_paused = True
         self._reactor_checkpoint.wait()
@@ -60,9 +97,6 @@ def _run_reactor(self: Any) -> None:
         context_id, msg = self.dimse.get_msg(block=False)
         if msg:
             self._serve_request(msg, context_id)
-        # Busy or idle: both loops follow the DUL's last traffic.
-        delay = BUSY_DELAY if msg or _idle_for(self) < IDLE_AFTER else IDLE_DELAY
-        self.dul._run_loop_delay = delay
 
         if self.is_established and self.acse.is_release_requested():
             self.acse.send_release(is_response=True)
@@ -102,23 +136,87 @@ def _run_reactor(self: Any) -> None:
             return
 
 
-def original_source_digest() -> str:
-    """SHA-256 of the installed pynetdicom's own ``Association._run_reactor`` source."""
-    return hashlib.sha256(inspect.getsource(_original).encode()).hexdigest()
+class _WakingQueue(queue.Queue[Any]):
+    """The DUL's queue of primitives to send, waking the DUL thread on every put."""
+
+    def __init__(self, wake: socket.socket) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        with contextlib.suppress(OSError):  # full (it is already awake) or closed
+            self._wake.send(b"\0")
+
+
+class _DulClock:
+    """``time`` as pynetdicom's DUL module sees it: the DUL thread's idle sleep becomes a wait
+    for the peer's next bytes or the next primitive to send, bounded by the same delay.
+
+    pynetdicom's DUL loop sleeps ``_run_loop_delay`` whenever it found nothing to do, so a
+    PDU arriving (or a response queued by the reactor) waits for the sleep to end. Every other
+    thread (``stop_dul``) sleeps as before.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        dul = threading.current_thread()
+        waker: socket.socket | None = getattr(dul, "_hds_waker", None)
+        transport = getattr(getattr(dul, "socket", None), "socket", None)
+        if waker is None or transport is None:
+            time.sleep(seconds)
+            return
+        try:
+            ready, _, _ = select.select([transport, waker], [], [], seconds)
+        except (OSError, ValueError):  # the connection closed under us: pynetdicom sees it next
+            time.sleep(seconds)
+            return
+        if waker in ready:
+            with contextlib.suppress(OSError):
+                waker.recv(4096)
+
+
+def _close(*sockets: socket.socket) -> None:
+    for s in sockets:
+        s.close()
+
+
+def original_source_digests() -> tuple[str, str]:
+    """SHA-256 of the installed pynetdicom's association reactor and DUL loop sources."""
+    return (
+        hashlib.sha256(inspect.getsource(_original).encode()).hexdigest(),
+        hashlib.sha256(inspect.getsource(DULServiceProvider.run_reactor).encode()).hexdigest(),
+    )
 
 
 def install() -> bool:
-    """Use the adaptive loop for every association of this process; False (and a warning)
-    if the installed pynetdicom is not the one it re-implements."""
+    """Use the event-driven loops for every association of this process; False (and a
+    warning) if the installed pynetdicom is not the one they were written for."""
     if Association._run_reactor is _run_reactor:
         return True
-    if original_source_digest() != PYNETDICOM_REACTOR_SHA256:
+    if original_source_digests() != (PYNETDICOM_REACTOR_SHA256, PYNETDICOM_DUL_SHA256):
         log.warning("dicom.reactor-not-tuned", reason="pynetdicom's reactor changed")
         return False
     Association._run_reactor = _run_reactor  # type: ignore[method-assign]
+    pynetdicom_dul.time = _DulClock()  # type: ignore[attr-defined,assignment]
     return True
 
 
-def busy_polling(event: Any) -> None:
-    """EVT_CONN_OPEN: the DUL loop starts in busy mode (the peer is about to send)."""
-    event.assoc.dul._run_loop_delay = BUSY_DELAY
+def wake_on_events(event: Any) -> None:
+    """EVT_CONN_OPEN: both loops of the new association wait for their events (see module).
+
+    Runs before the association (and its DUL thread) starts: nothing has been put in the
+    queues it swaps.
+    """
+    assoc = event.assoc
+    assoc.dimse.msg_queue = _ArrivalQueue()
+    dul = assoc.dul
+    waker, wake = socket.socketpair()
+    waker.setblocking(False)
+    wake.setblocking(False)
+    dul._hds_waker = waker
+    dul.to_provider_queue = _WakingQueue(wake)
+    weakref.finalize(dul, _close, waker, wake)

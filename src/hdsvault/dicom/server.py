@@ -143,7 +143,7 @@ class DimseServer:
     def handlers(self) -> list[Any]:
         return [
             (evt.EVT_CONN_OPEN, nodelay),
-            (evt.EVT_CONN_OPEN, reactor.busy_polling),
+            (evt.EVT_CONN_OPEN, reactor.wake_on_events),
             (evt.EVT_CONN_CLOSE, self._on_close),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
