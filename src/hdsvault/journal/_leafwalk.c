@@ -77,11 +77,30 @@ static void put(Buf *b, const void *s, size_t n) { memcpy(b->p + b->n, s, n); b-
 
 static const char HEX[] = "0123456789abcdef";
 
-/* A JSON string as orjson writes it; the caller reserved 6 * n + 2 bytes. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Whether any of 8 bytes is below 0x20, a quote or a backslash (may not say which). */
+static inline int any_special(uint64_t v) {
+    uint64_t quote = v ^ (ONES * '"'), backslash = v ^ (ONES * '\\');
+    return (((v - ONES * 0x20) & ~v) | ((quote - ONES) & ~quote)
+            | ((backslash - ONES) & ~backslash)) & HIGHS ? 1 : 0;
+}
+
+/* A JSON string as orjson writes it; the caller reserved 6 * n + 2 bytes. Runs of 8 bytes
+ * with nothing to escape (nearly all of a journal entry) are skipped a word at a time. */
 static void put_string(Buf *b, const unsigned char *s, size_t n) {
     b->p[b->n++] = '"';
     size_t from = 0;
     for (size_t i = 0; i < n; i++) {
+        if (i + 8 <= n) {
+            uint64_t v;
+            memcpy(&v, s + i, 8);
+            if (!any_special(v)) {
+                i += 7;
+                continue;
+            }
+        }
         unsigned char c = s[i];
         if (!needs_escape[c]) continue;
         put(b, s + from, i - from);
@@ -151,7 +170,12 @@ static int build_leaf(sqlite3_stmt *st, Buf *b) {
         put(b, prefix[k], prefix_len[k]);
         if (k == K_SEQ) {
             if (type != SQLITE_INTEGER) return 0;
-            b->n += (size_t)sprintf((char *)b->p + b->n, "%lld", sqlite3_column_int64(st, k));
+            long long v = sqlite3_column_int64(st, k);
+            if (v < 0) return 0; /* no leaf has one; Python decides */
+            char digits[24];
+            int d = 0;
+            do digits[d++] = (char)('0' + v % 10); while ((v /= 10) > 0);
+            while (d) b->p[b->n++] = (unsigned char)digits[--d];
         } else if (k == K_SEALED) {
             if (type == SQLITE_NULL || (type == SQLITE_BLOB && n == 0)) put(b, "null", 4);
             else if (type == SQLITE_BLOB) put_base64(b, v, n);
