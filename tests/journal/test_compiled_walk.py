@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, text, update
 
 from hdsvault.db.schema import journal_entries, journal_nodes
 from hdsvault.journal import leafwalk, service
@@ -36,13 +37,6 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """SQLite files only: the compiled walk reads them; PostgreSQL keeps the Python walk
-    (whose tamper tests run on both backends in test_journal_store)."""
-    return f"sqlite:///{tmp_path}/hdsvault.db"
-
-
-@pytest.fixture
 def compiled(platform: Platform) -> Platform:
     """The platform, once the compiled walk is known to be built."""
     if not leafwalk.available():
@@ -56,7 +50,8 @@ def log_report(platform: Platform, log_id: str = "t"):  # type: ignore[no-untype
 
 
 def python_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(leafwalk, "database_file", lambda conn: None)
+    monkeypatch.setattr(leafwalk, "reader", lambda conn, log_id: None)
+
 
 
 def test_the_compiled_walk_is_built_in_ci() -> None:
@@ -85,7 +80,9 @@ def test_python_walk_alone_gives_the_same_report(
 def test_odd_values_are_rebuilt_byte_for_byte(compiled: Platform) -> None:
     """Escapes, controls, non-ASCII, lone surrogates, naive and far times, empty blobs."""
     rng = random.Random(7)
-    alphabet = [chr(c) for c in range(0x80)] + ["é", "€", "😀", "\u2028", "\ufeff", "\x7f"]
+    # PostgreSQL's text cannot hold NUL (the insert itself is refused): SQLite gets it too.
+    first = 0 if compiled.engine.dialect.name == "sqlite" else 1
+    alphabet = [chr(c) for c in range(first, 0x80)] + ["é", "€", "😀", "\u2028", "\ufeff"]
     entries = odd_entries()
     for i in range(40):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
@@ -118,11 +115,11 @@ def _set(platform: Platform, at: int, **values: object) -> None:
 
 
 def _set_raw(platform: Platform, at: int, column: str, value: object) -> None:
-    """Bypass the column types (SQLite stores what it is given)."""
+    """Bypass SQLAlchemy's column types (SQLite stores what it is given)."""
     with platform.engine.begin() as conn:
-        conn.exec_driver_sql(
-            f"UPDATE journal_entries SET {column} = ? WHERE log_id = 't' AND seq = ?",
-            (value, at),
+        conn.execute(
+            text(f"UPDATE journal_entries SET {column} = :v WHERE log_id = 't' AND seq = :at"),
+            {"v": value, "at": at},
         )
 
 
@@ -140,7 +137,10 @@ def _delete(platform: Platform, lo: int, hi: int) -> None:
 TAMPERINGS = {
     "edit": (lambda p: _set(p, 19, actor="token:someone-else"), [(19, "altered")]),
     "edit at a range start": (lambda p: _set(p, 24, patient="Patient/x"), [(24, "altered")]),
-    "a blob for a text": (lambda p: _set(p, 3, outcome=b"0"), [(3, "altered")]),
+    "time moved by 1 us": (
+        lambda p: _set(p, 3, time=datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=UTC)),
+        [(3, "altered")],
+    ),
     "time reshaped": (lambda p: _set_raw(p, 30, "time", "2026-11-29T07:31:15"), [(30, "altered")]),
     "delete one": (lambda p: _delete(p, 16, 17), [(16, "missing")]),
     "delete a whole range": (lambda p: _delete(p, 8, 16), [(8, "missing")]),
@@ -161,6 +161,20 @@ def test_tampering_is_named_as_the_python_walk_names_it(
     python_only(monkeypatch)
     _, alone = log_report(compiled)
     assert alone == problems
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL's types refuse it
+def test_a_blob_in_a_text_column_is_left_to_the_python_walk(
+    compiled: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite stores any type anywhere: the compiled walk must not read b"0" as the text "0"."""
+    fill(compiled, "t", 45, batches=4)
+    _set_raw(compiled, 3, "outcome", b"0")
+    log, problems = log_report(compiled)
+    assert (problems[0].index, problems[0].kind) == (3, "altered")
+    assert log.compiled_entries == 45 - 8
+    python_only(monkeypatch)
+    assert log_report(compiled)[1] == problems
 
 
 def test_swapped_entries_across_ranges_are_named(compiled: Platform) -> None:
@@ -250,3 +264,7 @@ def test_the_walk_checks_its_arguments(compiled: Platform, tmp_path: Path) -> No
         _leafwalk.walk(db, "t", 0, 8, [4, 4])
     with pytest.raises(OSError, match="SQLite error"):
         _leafwalk.walk(db, "t", 0, 8, [])
+    with pytest.raises(OSError, match="not a binary COPY"):
+        _leafwalk.walk_copy(b"garbage", 0, 8, [])
+    with pytest.raises(OSError, match="truncated"):
+        _leafwalk.walk_copy(b"PGCOPY\n\xff\r\n\x00" + bytes(8) + b"\x00\x15\x00", 0, 8, [])

@@ -11,18 +11,20 @@ verifier walks it again in Python, which names the problem. Ranges are aligned s
 :data:`RANGE` entries, so each one's compact range continues the log's (see
 :meth:`hdsvault.journal.merkle.CompactRange.extend_range`).
 
-Only SQLite files are walked this way; PostgreSQL (and an in-memory SQLite database) keeps the
-Python walk.
+SQLite files are read by the module itself; PostgreSQL sends each range as a binary ``COPY``
+that the module parses (the network read is Python's, the rest is not). An in-memory SQLite
+database keeps the Python walk.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 try:
     from hdsvault.journal import _leafwalk
@@ -60,25 +62,63 @@ def available() -> bool:
     return _leafwalk is not None
 
 
-def database_file(conn: Connection) -> str | None:
-    """The SQLite file behind ``conn`` if the compiled walk can read it, else None."""
+RawWalk = tuple[bool, int, int, int, bytes, bytes]
+RangeReader = Callable[[int, int, Sequence[int]], RawWalk]
+"""Walks entries ``[start, end)`` of one log, reporting the compact ranges at ``sizes``."""
+
+
+def reader(conn: Connection, log_id: str) -> RangeReader | None:
+    """How the compiled walk reads ``log_id`` behind ``conn``, or None (the Python walk).
+
+    SQLite: the module opens the database file itself. PostgreSQL: one binary ``COPY`` per
+    range, on a pooled connection, parsed by the module. An in-memory SQLite database (or a
+    module that was not built) is left to the Python walk.
+    """
+    if _leafwalk is None:
+        return None
     url = conn.engine.url
-    if url.get_backend_name() != "sqlite" or _leafwalk is None:
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return partial(_copy_walk, conn.engine, log_id)
+    if backend != "sqlite":
         return None
     name = url.database or ""
     if name in ("", ":memory:") or name.startswith("file:") or url.query.get("mode") == "memory":
         return None
-    return name
+    return partial(_leafwalk.walk, name, log_id)
+
+
+_COPY = (
+    "COPY (SELECT action, actor, actor_role, category, detail_sealed, event_type, log_id, "
+    "objects, on_behalf_of, outcome, patient, professional_id, purpose_of_use, request_id, seq, "
+    "severity, source_address, time, zone, leaf_hash, pruned FROM journal_entries "
+    "WHERE log_id = {} AND seq >= {} AND seq < {} ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+)
+"""The select list of ``_leafwalk.c`` (leaf keys in order, then leaf_hash and pruned)."""
+
+
+def _copy_walk(engine: Engine, log_id: str, start: int, end: int, sizes: Sequence[int]) -> RawWalk:
+    from psycopg import sql  # only on PostgreSQL
+
+    assert _leafwalk is not None
+    statement = sql.SQL(_COPY).format(sql.Literal(log_id), sql.Literal(start), sql.Literal(end))
+    pooled = engine.raw_connection()
+    try:
+        with pooled.driver_connection.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
+            data = b"".join(copy)
+        pooled.rollback()
+    finally:
+        pooled.close()
+    return _leafwalk.walk_copy(data, start, end, sizes)
 
 
 def _split(blob: bytes) -> tuple[bytes, ...]:
     return tuple(blob[i : i + HASH] for i in range(0, len(blob), HASH))
 
 
-def _walk(path: str, log_id: str, start: int, end: int, sizes: Sequence[int]) -> WalkedRange:
-    assert _leafwalk is not None
+def _walk(read: RangeReader, start: int, end: int, sizes: Sequence[int]) -> WalkedRange:
     inside = [s for s in sizes if start < s <= end]
-    clean, entries, hashed, pruned_max, nodes, at = _leafwalk.walk(path, log_id, start, end, inside)
+    clean, entries, hashed, pruned_max, nodes, at = read(start, end, inside)
     nodes_at: dict[int, tuple[bytes, ...]] = {}
     offset = 0
     for size in inside if clean else ():
@@ -91,16 +131,16 @@ def _walk(path: str, log_id: str, start: int, end: int, sizes: Sequence[int]) ->
 
 
 def walk_ranges(
-    path: str, log_id: str, end: int, sizes: Sequence[int], workers: int | None = None
+    read: RangeReader, end: int, sizes: Sequence[int], workers: int | None = None
 ) -> Iterator[WalkedRange]:
-    """Walk ``[0, end)`` of ``log_id`` in ranges of :data:`RANGE`, yielded in order.
+    """Walk ``[0, end)`` in ranges of :data:`RANGE` with ``read``, yielded in order.
 
     ``sizes``: the sorted sizes whose roots the caller will check (checkpoints). The ranges
-    run ``workers`` at a time (default :data:`WORKERS`, else one per core); each opens its
-    own read-only connection, which sees at least what the caller's transaction saw (entries
-    below a signed size never change in a sound log).
+    run ``workers`` at a time (default :data:`WORKERS`, else one per core); each reads over
+    its own connection, which sees at least what the caller's transaction saw (entries below
+    a signed size never change in a sound log).
     """
     bounds = [(a, min(a + RANGE, end)) for a in range(0, end, RANGE)]
     workers = workers or WORKERS or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(lambda b: _walk(path, log_id, b[0], b[1], sizes), bounds)
+        yield from pool.map(lambda b: _walk(read, b[0], b[1], sizes), bounds)

@@ -90,12 +90,12 @@ def verify_log(
     report = LogReport(log_id)
     walk = _Walk(conn, signer, report, _expected_roots(conn, signer, report, external))
     compiled_end = 0
-    path = leafwalk.database_file(conn)
-    if path is not None:
+    read = leafwalk.reader(conn, log_id)
+    if read is not None:
         # Up to the largest signed size, the compiled walk; the tail (whose MACs need every
         # leaf hash) and any range it does not find clean go through the Python walk below.
         compiled_end = walk.signed_end
-        for walked in leafwalk.walk_ranges(path, log_id, compiled_end, sorted(walk.roots)):
+        for walked in leafwalk.walk_ranges(read, compiled_end, sorted(walk.roots)):
             if not walk.walked(walked):
                 _walk_rows(conn, walk, walked.start, walked.end)
             if progress:
