@@ -150,14 +150,16 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
     this machine (hdsvault's DIMSE listener is one), measured beside the two peers."""
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-    from hdsvault.dicom import reactor
+    from hdsvault.dicom import reactor, store_response, uids
     from hdsvault.dicom.server import nodelay
 
     def on_store(event: Any) -> int:
         event.encoded_dataset(include_meta=True)
         return 0x0000
 
-    reactor.install()  # the same association loops as hdsvault's listener
+    reactor.install()  # the same association loops, copies and responses as hdsvault's listener
+    uids.install()
+    store_response.install()
     ae = AE(ae_title="NOOP")
     ae.maximum_pdu_size = max_pdu
     for cx in AllStoragePresentationContexts:

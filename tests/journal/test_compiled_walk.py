@@ -53,7 +53,6 @@ def python_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(leafwalk, "reader", lambda conn, log_id: None)
 
 
-
 def test_the_compiled_walk_is_built_in_ci() -> None:
     if not leafwalk.available():
         require_component("_leafwalk", "not built: run scripts/build-native.sh (make setup)")

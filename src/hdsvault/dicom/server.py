@@ -40,7 +40,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from hdsvault.dicom import reactor, uids
+from hdsvault.dicom import reactor, store_response, uids
 from hdsvault.dicom.peers import Peer, Peers
 from hdsvault.imaging import dicomfile, queries, retrieve
 from hdsvault.imaging.attributes import QR_LEVEL, Level, parse_attribute
@@ -156,6 +156,7 @@ class DimseServer:
         """Listen (in background threads); catches up lagging ImagingStudy resources first."""
         reactor.install()
         uids.install()
+        store_response.install()
         try:
             sync_pending(self.store, self._service_caller)
         except Exception as exc:  # derived data: never block the listener on it
