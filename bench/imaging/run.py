@@ -151,7 +151,7 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
     from hdsvault.dicom import reactor, store_response, uids
-    from hdsvault.dicom.server import nodelay
+    from hdsvault.dicom.server import nodelay, quiet_standard_handlers
 
     def on_store(event: Any) -> int:
         event.encoded_dataset(include_meta=True)
@@ -160,6 +160,7 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
     reactor.install()  # the same association loops, copies and responses as hdsvault's listener
     uids.install()
     store_response.install()
+    quiet_standard_handlers()
     ae = AE(ae_title="NOOP")
     ae.maximum_pdu_size = max_pdu
     for cx in AllStoragePresentationContexts:

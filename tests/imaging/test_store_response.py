@@ -1,4 +1,5 @@
-"""C-STORE responses packed directly are byte for byte what pynetdicom would send."""
+"""C-STORE responses packed directly are byte for byte what pynetdicom would send; its
+standard (logging) handlers are bound only when its logs would show."""
 
 from __future__ import annotations
 
@@ -50,3 +51,24 @@ def test_packed_response_equals_pynetdicom_encoding(fields: dict[str, object]) -
 def test_responses_with_optional_elements_keep_pynetdicom_path() -> None:
     assert store_response.command_set(response(ErrorComment="disk full")) is None
     assert store_response.command_set(response(OffendingElement=[0x00100010])) is None
+
+
+def test_pynetdicom_standard_handlers_follow_its_log_level() -> None:
+    import logging
+
+    from pynetdicom import _config
+
+    from hdsvault.dicom.server import quiet_standard_handlers
+
+    logger = logging.getLogger("pynetdicom")
+    saved = logger.level, _config.LOG_HANDLER_LEVEL
+    try:
+        logger.setLevel(logging.WARNING)
+        quiet_standard_handlers()
+        assert _config.LOG_HANDLER_LEVEL == "none"  # nothing would be shown: not bound
+        logger.setLevel(logging.DEBUG)
+        quiet_standard_handlers()
+        assert _config.LOG_HANDLER_LEVEL == "standard"  # an operator asked for them
+    finally:
+        logger.setLevel(saved[0])
+        _config.LOG_HANDLER_LEVEL = saved[1]

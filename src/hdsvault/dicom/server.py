@@ -13,6 +13,7 @@ that small DIMSE responses are not held back by Nagle's algorithm (~40 ms each o
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from pynetdicom import (
     build_context,
     evt,
 )
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -80,6 +82,18 @@ class _Association:
     caller: Caller
     source: str
     studies: set[str] = field(default_factory=set)
+
+
+def quiet_standard_handlers() -> None:
+    """Leave pynetdicom's standard event handlers unbound unless its logs would show.
+
+    They format every PDU and DIMSE message for pynetdicom's info and debug logs, whatever
+    the level: ~0.2 ms per C-STORE (no-op SCP, 591 -> 663 instances/s). hdsvault journals every
+    store itself; an operator who sets the ``pynetdicom`` logger to INFO or DEBUG gets them
+    back. Process-wide, read when an association or a listener is created.
+    """
+    shown = logging.getLogger("pynetdicom").isEnabledFor(logging.INFO)
+    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if shown else "none"
 
 
 def nodelay(event: Any) -> None:
@@ -157,6 +171,7 @@ class DimseServer:
         reactor.install()
         uids.install()
         store_response.install()
+        quiet_standard_handlers()
         try:
             sync_pending(self.store, self._service_caller)
         except Exception as exc:  # derived data: never block the listener on it
