@@ -151,7 +151,7 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
     from hdsvault.dicom import reactor, store_response, uids
-    from hdsvault.dicom.server import nodelay, quiet_standard_handlers
+    from hdsvault.dicom.server import nodelay, quiet_standard_handlers, read_without_validation
 
     def on_store(event: Any) -> int:
         event.encoded_dataset(include_meta=True)
@@ -161,6 +161,7 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
     uids.install()
     store_response.install()
     quiet_standard_handlers()
+    read_without_validation()
     ae = AE(ae_title="NOOP")
     ae.maximum_pdu_size = max_pdu
     for cx in AllStoragePresentationContexts:

@@ -9,6 +9,7 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
+from conftest import Dimse
 from hdsvault.dicom import store_response
 
 
@@ -72,3 +73,9 @@ def test_pynetdicom_standard_handlers_follow_its_log_level() -> None:
     finally:
         logger.setLevel(saved[0])
         _config.LOG_HANDLER_LEVEL = saved[1]
+
+
+def test_the_listener_reads_without_pydicom_validation(dimse: Dimse) -> None:
+    from pydicom import config
+
+    assert config.settings.reading_validation_mode == config.IGNORE
