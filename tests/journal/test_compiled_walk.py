@@ -239,5 +239,37 @@ def test_the_walk_checks_its_arguments(compiled: Platform, tmp_path: Path) -> No
         _leafwalk.walk(db, "t", 0, 8, [])
     with pytest.raises(OSError, match="not a binary COPY"):
         _leafwalk.walk_copy(b"garbage", 0, 8, [])
+    with pytest.raises(OSError, match="truncated"):  # a header extension past the end
+        _leafwalk.walk_copy(b"PGCOPY\n\xff\r\n\x00" + bytes(4) + b"\xff" * 4, 0, 8, [])
     with pytest.raises(OSError, match="truncated"):
         _leafwalk.walk_copy(b"PGCOPY\n\xff\r\n\x00" + bytes(8) + b"\x00\x15\x00", 0, 8, [])
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_mangled_copy_data_is_never_confirmed(compiled: Platform) -> None:
+    """Garbage from the wire (a cut, a flipped byte anywhere) makes the walk stop or refuse;
+    it never crashes and never confirms what it did not rebuild."""
+    from psycopg import sql
+
+    from hdsvault.journal import _leafwalk
+
+    fill(compiled, "t", 8, batches=1)
+    statement = sql.SQL(leafwalk._COPY).format(sql.Literal("t"), sql.Literal(0), sql.Literal(8))
+    pooled = compiled.engine.raw_connection()
+    try:
+        with pooled.driver_connection.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
+            data = b"".join(copy)
+    finally:
+        pooled.close()
+    assert _leafwalk.walk_copy(data, 0, 8, [])[:2] == (True, 8)
+    rng = random.Random(3)
+    mangled = [data[:cut] for cut in range(0, len(data), 7)]
+    for _ in range(300):
+        at = rng.randrange(19, len(data))
+        mangled.append(data[:at] + bytes([data[at] ^ (1 << rng.randrange(8))]) + data[at + 1 :])
+    for bad in mangled:
+        try:
+            clean, _, _, pruned_max, _, _ = _leafwalk.walk_copy(bad, 0, 8, [])
+        except OSError:
+            continue
+        assert not clean or pruned_max >= 0  # a flipped "pruned" flag: Python checks it

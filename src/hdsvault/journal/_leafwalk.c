@@ -388,6 +388,7 @@ static void run_copy(const unsigned char *p, size_t n, Walk *w) {
     const unsigned char *end = p + n;
     const char *bad = NULL;
     if (n < 19 || memcmp(p, COPY_SIGNATURE, 11) != 0) bad = "not a binary COPY";
+    else if (be32(p + 15) > n - 19) bad = "truncated";
     else p += 19 + be32(p + 15);
     Value v[NCOLS];
     while (!bad && w->clean) {
