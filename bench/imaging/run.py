@@ -146,15 +146,32 @@ def storescu(host: str, port: int, aec: str, directories: list[Path]) -> float:
 
 
 def noop_scp(max_pdu: int) -> tuple[Any, int]:
-    """A pynetdicom C-STORE SCP that stores nothing: the ceiling of any pynetdicom server on
-    this machine (hdsvault's DIMSE listener is one), measured beside the two peers."""
-    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+    """A pynetdicom C-STORE SCP set up as hdsvault's listener (its loops, UID copies, packed
+    responses, logging and validation settings) whose handler builds the Part 10 file as
+    hdsvault's does and stores nothing: the ceiling of hdsvault's C-STORE on this machine,
+    measured beside the two peers."""
+    from pynetdicom import (
+        AE,
+        ALL_TRANSFER_SYNTAXES,
+        PYNETDICOM_IMPLEMENTATION_UID,
+        PYNETDICOM_IMPLEMENTATION_VERSION,
+        AllStoragePresentationContexts,
+        evt,
+    )
 
     from hdsvault.dicom import reactor, store_response, uids
     from hdsvault.dicom.server import nodelay, quiet_standard_handlers, read_without_validation
+    from hdsvault.imaging import dicomfile
 
-    def on_store(event: Any) -> int:
-        event.encoded_dataset(include_meta=True)
+    def on_store(event: Any) -> int:  # builds the file as hdsvault's handler does, stores nothing
+        request = event.request
+        dicomfile.part10(
+            request.DataSet.getvalue(),
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            str(event.context.transfer_syntax),
+            (str(PYNETDICOM_IMPLEMENTATION_UID), PYNETDICOM_IMPLEMENTATION_VERSION),
+        )
         return 0x0000
 
     reactor.install()  # the same association loops, copies and responses as hdsvault's listener
