@@ -57,12 +57,16 @@ def test_served_associations_wait_for_events_and_still_release(dimse: Dimse) -> 
         assert assoc.send_c_echo().Status == 0x0000
     time.sleep(0.05)  # idle: nothing signalled, the loops still answer afterwards
     assert assoc.send_c_echo().Status == 0x0000
+    wakers = (served.dul._hds_waker, served.dul.to_provider_queue._wake)
     assoc.release()  # a release request is seen by the reactor's bounded wait
     assert assoc.is_released
     deadline = time.monotonic() + 5
     while served.is_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not served.is_alive()
+    while any(s.fileno() != -1 for s in wakers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [s.fileno() for s in wakers] == [-1, -1]  # closed with the connection, not by GC
 
 
 class _FakeDul(threading.Thread):

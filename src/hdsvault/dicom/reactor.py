@@ -38,7 +38,6 @@ import select
 import socket
 import threading
 import time
-import weakref
 from typing import Any
 
 import structlog
@@ -219,4 +218,7 @@ def wake_on_events(event: Any) -> None:
     wake.setblocking(False)
     dul._hds_waker = waker
     dul.to_provider_queue = _WakingQueue(wake)
-    weakref.finalize(dul, _close, waker, wake)
+    # Closed with the connection: the association and its DUL reference each other, so
+    # leaving it to the garbage collector would hold two descriptors per past association
+    # until a full collection (a modality sending one association per image runs out).
+    assoc.bind(evt.EVT_CONN_CLOSE, lambda _event: _close(waker, wake))
