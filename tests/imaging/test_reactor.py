@@ -109,3 +109,31 @@ def test_other_threads_sleep_as_before() -> None:
     reactor._DulClock.sleep(0.02)  # the test's thread has no waker: a plain sleep
     assert time.monotonic() - start >= 0.02
     assert reactor._DulClock().monotonic is time.monotonic  # the rest is the time module
+
+
+def test_requested_associations_poll_fast_while_busy(dimse: Dimse) -> None:
+    """An association hdsvault opens (a C-MOVE's sub-association) has no wake-up wiring:
+    its loops poll fast while it moves data and back off when idle, as before."""
+    assert reactor.install()
+    ae = AE(ae_title="DCMTK")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(dimse.host, dimse.port, ae_title=dimse.ae_title)
+    assert assoc.is_established
+    try:
+        assert not hasattr(assoc.dimse.msg_queue, "arrived")
+        assert assoc.send_c_echo().Status == 0x0000
+        assert _settles(assoc, reactor.BUSY_POLL)
+        time.sleep(reactor.IDLE_AFTER * 6)  # nothing on the wire: both loops back off
+        assert _settles(assoc, reactor.WAIT)
+        assert assoc.send_c_echo().Status == 0x0000
+        assert _settles(assoc, reactor.BUSY_POLL)
+    finally:
+        assoc.release()
+
+
+def _settles(assoc: Association, delay: float) -> bool:
+    """The loop updates the delay right after it has answered: allow it a moment."""
+    deadline = time.monotonic() + 1
+    while assoc.dul._run_loop_delay != delay and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return bool(assoc.dul._run_loop_delay == delay)

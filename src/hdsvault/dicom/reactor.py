@@ -18,9 +18,10 @@ Here each loop waits for its own events, with pynetdicom's 1 ms as the upper bou
 
 The 1 ms bound remains for what nothing signals (a release request seen by the reactor, the
 timers), so an open idle association costs what it did. Both queues are swapped by
-:func:`wake_on_events` at ``EVT_CONN_OPEN``, before the DUL thread starts, so nothing can be
-put in the old ones; associations without it (the C-MOVE sub-association we open) keep
-pynetdicom's fixed sleeps.
+:func:`wake_on_events` at ``EVT_CONN_OPEN``, before an accepted association's DUL thread
+starts, so nothing can be put in the old ones. Associations hdsvault requests (a C-MOVE's
+sub-association: their DUL thread is already running at ``EVT_CONN_OPEN``) keep polling, fast
+while busy (:data:`BUSY_POLL`), as before.
 
 The acceptor loop is pynetdicom's ``Association._run_reactor`` with only its sleep changed;
 :func:`install` refuses to replace a version it was not written against (the test suite checks
@@ -50,6 +51,17 @@ log = structlog.get_logger("hdsvault.dicom")
 
 WAIT = 0.001
 """Longest wait of either loop with nothing signalled (pynetdicom's own fixed sleep)."""
+BUSY_POLL = 0.0001
+"""Associations opened without :func:`wake_on_events` (those hdsvault requests, e.g. a C-MOVE's
+sub-association): both loops poll this often while the association moved data in the last
+:data:`IDLE_AFTER` seconds, :data:`WAIT` once idle (the previous scheme, kept for them)."""
+IDLE_AFTER = 0.05
+
+
+def _idle_for(assoc: Any) -> float:
+    """Seconds since the association's DUL last moved data (its network idle timer)."""
+    started = getattr(assoc.dul._idle_timer, "_start_time", None)
+    return time.time() - started if started is not None else 0.0
 
 PYNETDICOM_REACTOR_SHA256 = "f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee"
 """SHA-256 of the source of the ``Association._run_reactor`` this module re-implements."""
@@ -83,7 +95,9 @@ def _run_reactor(self: Any) -> None:
         # found one (another may be queued); the flag is cleared before looking, so a message
         # put after the look raises it again.
         if arrived is None:
-            time.sleep(WAIT)
+            delay = BUSY_POLL if msg or _idle_for(self) < IDLE_AFTER else WAIT
+            self.dul._run_loop_delay = delay
+            time.sleep(delay)
         else:
             if not msg:
                 arrived.wait(WAIT)
