@@ -57,12 +57,6 @@ sub-association): both loops poll this often while the association moved data in
 :data:`IDLE_AFTER` seconds, :data:`WAIT` once idle (the previous scheme, kept for them)."""
 IDLE_AFTER = 0.05
 
-
-def _idle_for(assoc: Any) -> float:
-    """Seconds since the association's DUL last moved data (its network idle timer)."""
-    started = getattr(assoc.dul._idle_timer, "_start_time", None)
-    return time.time() - started if started is not None else 0.0
-
 PYNETDICOM_REACTOR_SHA256 = "f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee"
 """SHA-256 of the source of the ``Association._run_reactor`` this module re-implements."""
 PYNETDICOM_DUL_SHA256 = "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803"
@@ -70,6 +64,12 @@ PYNETDICOM_DUL_SHA256 = "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da89675
 into a wait (its only use of ``time``)."""
 
 _original = Association._run_reactor
+
+
+def _idle_for(assoc: Any) -> float:
+    """Seconds since the association's DUL last moved data (its network idle timer)."""
+    started = getattr(assoc.dul._idle_timer, "_start_time", None)
+    return time.time() - started if started is not None else 0.0
 
 
 class _ArrivalQueue(queue.Queue[Any]):
