@@ -70,6 +70,7 @@ def test_a_failed_blob_fails_only_its_instance(
     platform: Platform, tenant: str, caller: Caller
 ) -> None:
     files = [sample_bytes(n) for n in NAMES]
+    platform.settings.blobs.inline_max_bytes = 0  # every blob through the backend's put
     inner = open_blob_store(platform.settings, platform.engine)
     store = ImagingStore(platform, blobs=FlakyBlobs(inner, len(files[1]) + 16 + 33))
     try:
@@ -147,6 +148,7 @@ def test_a_single_instance_is_written_without_the_pool(
     """A batch of one (every C-STORE) is sealed and written in the calling thread; a failed
     put still fails the instance alone, and leaves no blob and no row."""
     data = sample_bytes(NAMES[0])
+    platform.settings.blobs.inline_max_bytes = 0  # the backend's put, in this thread
     inner = open_blob_store(platform.settings, platform.engine)
     store = ImagingStore(platform, blobs=FlakyBlobs(inner, len(data) + 16 + 33))
     try:

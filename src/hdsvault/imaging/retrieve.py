@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, Table, bindparam, select
 
 from hdsvault.access.decision import Operation
-from hdsvault.blobs import BlobError, BlobNotFound
+from hdsvault.blobs import BlobError, BlobNotFound, inline
 from hdsvault.crypto.aead import DataKeys
 from hdsvault.crypto.errors import DecryptionError
 from hdsvault.db.engine import read_connection
@@ -197,7 +197,7 @@ def retrieve(
     files = None
     try:
         if refs and sum(r.size for r in refs) <= in_memory:
-            files = [read(store, caller.tenant, r, keys) for r in refs]
+            files = read_many(store, caller.tenant, refs, keys)
     finally:
         _durable(pending)
     if not refs:
@@ -211,19 +211,52 @@ def data_keys(store: ImagingStore, tenant: str) -> DataKeys:
         return store.keys(conn, tenant)
 
 
-def read(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -> bytes:
-    """The DICOM file of ``ref``, opened (call only after :func:`locate`)."""
+def read_many(
+    store: ImagingStore, tenant: str, refs: Sequence[InstanceRef], keys: DataKeys
+) -> list[bytes]:
+    """The DICOM files of ``refs``, opened, in order (call only after :func:`locate`).
+
+    The inline blobs among them (small instances kept in the index database) are fetched in
+    one statement, not one query each; the others are read one by one from the backend.
+    """
+    small = inline.get_many(
+        store.engine, [r.blob_key for r in refs if inline.is_inline(r.blob_key)]
+    )
+    return [read(store, tenant, r, keys, small.get(r.blob_key)) for r in refs]
+
+
+def read(
+    store: ImagingStore,
+    tenant: str,
+    ref: InstanceRef,
+    keys: DataKeys,
+    blob: bytes | None = None,
+) -> bytes:
+    """The DICOM file of ``ref`` (its sealed ``blob`` if read already), opened (call only
+    after :func:`locate`)."""
     try:
-        try:
-            blob = store.blobs.get(ref.blob_key)
-        except BlobNotFound:
-            ref = _moved(store, tenant, ref)
-            blob = store.blobs.get(ref.blob_key)
+        if blob is None:
+            try:
+                blob = _sealed(store, ref.blob_key)
+            except BlobNotFound:
+                ref = _moved(store, tenant, ref)
+                blob = _sealed(store, ref.blob_key)
         return sealing.open_blob(keys, tenant, ref.id, blob)
     except BlobNotFound:
         raise ImagingError(Kind.UNAVAILABLE, f"instance {ref.id}: blob missing") from None
     except (BlobError, DecryptionError) as exc:
         raise ImagingError(Kind.UNAVAILABLE, f"instance {ref.id}: {exc}") from None
+
+
+def _sealed(store: ImagingStore, key: str) -> bytes:
+    """A blob's sealed bytes: inline ones from the index database whatever the store's
+    backend object (:mod:`hdsvault.blobs.inline`), the others from the backend."""
+    if inline.is_inline(key):
+        found = inline.get_many(store.engine, (key,))
+        if key not in found:
+            raise BlobNotFound(f"no blob {key}")
+        return found[key]
+    return store.blobs.get(key)
 
 
 def stream(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -> Iterator[bytes]:
@@ -232,7 +265,7 @@ def stream(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -
     An instance of one segment (most of them) is read in one call and opened in place; a
     larger one is streamed segment by segment.
     """
-    if ref.size <= store.chunk:
+    if ref.size <= store.chunk or inline.is_inline(ref.blob_key):  # inline: small
         return iter((read(store, tenant, ref, keys),))
     try:
         parts = store.blobs.open(ref.blob_key)

@@ -28,6 +28,7 @@ default ``OverwriteInstances: false``): the store answers success and journals t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 import uuid
@@ -41,7 +42,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hdsvault.access.decision import Operation
-from hdsvault.blobs import BlobError, BlobStore, open_blob_store
+from hdsvault.blobs import BlobError, BlobStore, inline, open_blob_store
 from hdsvault.crypto.aead import DataKeys, SealContext
 from hdsvault.crypto.blind_index import BlindIndex
 from hdsvault.crypto.keyring import DATA, TenantKeysMissing
@@ -122,7 +123,8 @@ class _Pending:
     instance_id: str
     key: str
     uid_token: bytes
-    sha256: bytes = b""  # of the sealed blob, once durable
+    sha256: bytes = b""  # of the sealed blob, once durable (inline: once sealed)
+    sealed: bytearray | None = None  # an inline blob, written by the index transaction
     meta: bytes = b""  # sealed key attributes
     tokens: frozenset[bytes] = frozenset()  # blind-index tokens of the instance
 
@@ -156,6 +158,7 @@ class ImagingStore:
         self.settings = platform.settings
         self.blobs = blobs or open_blob_store(platform.settings, platform.engine)
         self.chunk = platform.settings.blobs.chunk_bytes
+        self.inline_max = platform.settings.blobs.inline_max_bytes
         self._fhir = fhir
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob-put")
@@ -328,7 +331,9 @@ class ImagingStore:
                 continue
             seen.add(tok)
             iid = str(uuid.uuid4())
-            pending.append(_Pending(pos, p, iid, blob_key(tenant, iid), tok))
+            small = len(p.data) <= self.inline_max
+            key = inline.inline_key(tenant, iid) if small else blob_key(tenant, iid)
+            pending.append(_Pending(pos, p, iid, key, tok))
         return pending
 
     def _seal_attributes(
@@ -399,6 +404,7 @@ class ImagingStore:
         result: dict[int, StoreOutcome] = {}
         token_rows: list[dict[str, Any]] = []
         instance_rows: list[tuple[Any, ...]] = []
+        inline_rows: list[tuple[str, bytearray]] = []
         stamp = db_time(conn, now)
         touched: list[tuple[str, str | None]] = []
         bumped: set[str] = set()
@@ -443,6 +449,8 @@ class ImagingStore:
                     stamp,
                 )
             )
+            if w.sealed is not None:
+                inline_rows.append((w.key, w.sealed))
             token_rows.extend(
                 {"tenant_id": tenant, "level": "instance", "item_id": w.instance_id, "token": t}
                 for t in w.tokens
@@ -464,6 +472,8 @@ class ImagingStore:
             if o is not None and o.status == "duplicate" and o.instance_id:
                 touched.append((f"DicomInstance/{o.instance_id}", None))
         m = marker(conn)
+        if inline_rows:  # durable with the rows that name them: this transaction's commit
+            inline.put_in(conn, inline_rows)
         if instance_rows:
             conn.exec_driver_sql(
                 f"INSERT INTO imaging_instances ({', '.join(_INSTANCE_COLUMNS)}) "  # noqa: S608
@@ -604,7 +614,12 @@ class _BlobPuts:
         self._futures = [(w, submit(self._put, keys, tenant, w)) for w in pending]
 
     def _put(self, keys: DataKeys, tenant: str, w: _Pending) -> bytes:
+        """Seal ``w`` and make it durable; an inline blob is only sealed here (the index
+        transaction writes it, see :mod:`hdsvault.blobs.inline`)."""
         sealed = sealing.seal(keys, tenant, w.instance_id, w.parsed.data, self.store.chunk)
+        if inline.is_inline(w.key):
+            w.sealed = sealed
+            return hashlib.sha256(sealed).digest()
         return self.store.blobs.put(w.key, sealed).sha256
 
     def wait(self, outcomes: list[StoreOutcome | None]) -> None:
@@ -625,10 +640,13 @@ class _BlobPuts:
         self.pending = [w for w in self.pending if w.pos not in failed]
 
     def drop(self) -> None:
-        """Delete the blobs of a batch that will not be indexed (else harmless orphans)."""
+        """Delete the blobs of a batch that will not be indexed (else harmless orphans);
+        inline blobs have nothing to delete (their transaction did not commit)."""
         for w, future in self._futures:
             with contextlib.suppress(Exception):
                 future.result()
+            if inline.is_inline(w.key):
+                continue
             with contextlib.suppress(BlobError):
                 self.store.blobs.delete(w.key)
 
