@@ -199,3 +199,20 @@ def test_killed_after_the_acknowledgement_keeps_row_and_blob(
     # sent again (the peer did not see the acknowledgement): a duplicate, nothing added
     assert imaging.store(caller, data, source="test").status == "duplicate"
     assert _chunk_rows(platform) == 1
+
+
+def test_a_small_retrieval_reads_inline_blobs_with_its_lookup(
+    platform: Platform, imaging: ImagingStore, caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inline blobs of a retrieval that fits in memory come from the lookup's own read
+    transaction, not from one statement each (nor one for all, run during the flush)."""
+    files = [sample_bytes(n) for n in (SMALL, "JPEG2000.dcm")]
+    outcomes = imaging.store_many(caller, files, source="test")
+    uids = sorted({str(o.study_uid) for o in outcomes})
+
+    def no_separate_read(*_args: object) -> dict[str, bytes]:
+        raise AssertionError("inline blobs read apart from the lookup")
+
+    monkeypatch.setattr(inline, "get_many", no_separate_read)
+    found = retrieve.retrieve(imaging, caller, uids, in_memory=1 << 20)
+    assert found.files is not None and sorted(found.files) == sorted(files)

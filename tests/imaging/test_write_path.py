@@ -211,3 +211,26 @@ def test_a_small_retrieval_is_read_while_journaled_and_released_only_after(
         retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
     assert refused.value.kind is Kind.UNAVAILABLE
     assert order == ["read", "waited"]  # read during the flush, nothing returned after it
+
+
+def test_a_retrieval_sees_a_rotation_and_a_shredding_at_once(
+    platform: Platform, imaging: ImagingStore, tenant: str, caller: Caller
+) -> None:
+    """The data-key version comes with the retrieval's lookup statement (no query of its
+    own): it is still read at every retrieval, so a ``keys rotate`` or a shredding by another
+    process is seen by the next retrieval, not by a cache's expiry."""
+    from hdsvault.tenants.keys import rotate_keys
+    from hdsvault.tenants.service import shred_tenant
+
+    data = sample_bytes("CT_small.dcm")
+    study = imaging.store(caller, data, source="test").study_uid
+    assert study is not None
+    first = retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+    assert first.keys.current_version == 1 and first.files == [data]
+    assert rotate_keys(platform, tenant, by="test") == 2
+    second = retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+    assert second.keys.current_version == 2 and second.files == [data]  # v1 still opens
+    shred_tenant(platform, tenant, by="test")
+    with pytest.raises(ImagingError) as gone:
+        retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+    assert gone.value.kind is Kind.NOT_FOUND

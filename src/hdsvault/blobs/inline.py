@@ -65,17 +65,24 @@ def put_in(conn: Connection, blobs: Sequence[tuple[str, bytes | bytearray]]) -> 
 
 
 def get_many(engine: Engine, keys: Collection[str]) -> dict[str, bytes]:
-    """The inline blobs of ``keys``, read in one statement (a retrieval of a study of small
-    instances would otherwise pay one query per instance). Missing keys are absent."""
+    """The inline blobs of ``keys``, read in one statement (see :func:`fetch`)."""
     if not keys:
         return {}
     with read_connection(engine) as conn:
-        m = _marker(conn)
-        rows = conn.exec_driver_sql(
-            "SELECT blob_key, seq, data FROM blob_chunks "  # noqa: S608 (markers only)
-            f"WHERE blob_key IN ({', '.join([m] * len(keys))}) ORDER BY blob_key, seq",
-            tuple(keys),
-        ).all()
+        return fetch(conn, keys)
+
+
+def fetch(conn: Connection, keys: Collection[str]) -> dict[str, bytes]:
+    """The inline blobs of ``keys``, read in one statement on ``conn`` (a retrieval of a study
+    of small instances would otherwise pay one query per instance). Missing keys are absent."""
+    if not keys:
+        return {}
+    m = _marker(conn)
+    rows = conn.exec_driver_sql(
+        "SELECT blob_key, seq, data FROM blob_chunks "  # noqa: S608 (markers only)
+        f"WHERE blob_key IN ({', '.join([m] * len(keys))}) ORDER BY blob_key, seq",
+        tuple(keys),
+    ).all()
     parts: dict[str, list[bytes]] = {}
     for key, _seq, data in rows:
         parts.setdefault(str(key), []).append(bytes(data))

@@ -162,7 +162,7 @@ class ImagingStore:
         self._fhir = fhir
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob-put")
-        self._keys: dict[str, DataKeys] = {}  # tenant -> data keys (see _current_keys)
+        self._keys: dict[str, DataKeys] = {}  # tenant -> data keys (see current_keys)
         self._prepared: set[str] = set()  # tenants whose blob fan-out is ready
 
     @property
@@ -225,7 +225,7 @@ class ImagingStore:
                 with read_connection(self.engine) as conn:
                     index = self.index(conn, tenant)
                     found = self._lookup(conn, tenant, index, parsed)
-                    keys = self._current_keys(conn, tenant, found.key_version)
+                    keys = self.current_keys(conn, tenant, found.key_version)
             except OperationalError as exc:
                 raise ImagingError(Kind.UNAVAILABLE, f"database unavailable: {exc.orig}") from None
             pending = self._new_instances(tenant, parsed, found, outcomes)
@@ -256,7 +256,7 @@ class ImagingStore:
 
         Why one statement: for a C-STORE (a batch of one) each round trip through the
         database layer was a noticeable part of the CPU spent per instance; the version is
-        read here rather than by the keyring for the same reason (see :meth:`_current_keys`).
+        read here rather than by the keyring for the same reason (see :meth:`current_keys`).
         """
         tokens = {p.sop_uid: ix.uid_token(index, "instance", p.sop_uid) for _, p in parsed}
         instances = set(tokens.values())
@@ -292,12 +292,13 @@ class ImagingStore:
                 found.known.series[series[bytes(token)]] = (str(item), str(ref))
         return found
 
-    def _current_keys(self, conn: Connection, tenant: str, version: int | None) -> DataKeys:
+    def current_keys(self, conn: Connection, tenant: str, version: int | None) -> DataKeys:
         """The tenant's data keys at the current ``version`` just read from the database.
 
         The keyring reads the current version at each use (so that a rotation by another
-        process is seen at once); :meth:`_lookup` has read it already, so the keyring is asked
-        only when it differs from the keys cached here (first use, or a rotation).
+        process is seen at once); :meth:`_lookup` (a store) and a retrieval's lookup statement
+        (``retrieve.find``) read it already, so the keyring is asked only when it differs from
+        the keys cached here (first use, or a rotation).
         """
         if version is None:  # shredded: forget its keys here too, as the keyring does
             self._keys.pop(tenant, None)
