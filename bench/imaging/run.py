@@ -100,8 +100,8 @@ def make_files(directory: Path, n: int, per_study: int, edge: int = 128) -> list
 
 def flush_ms(directory: Path, n: int = 9) -> float:
     """Median time in ms of a small durable write (file fsync, then directory fsync) on the
-    bench's disk, right now. Why: both peers acknowledge after flushes (hdsvault three per
-    C-STORE, Orthanc one), and on a shared disk their cost moves from ~0.2 ms to several ms
+    bench's disk, right now. Why: both peers acknowledge after flushes (hdsvault one per
+    C-STORE of at most 64 KiB, three above: blob file, directory, commit; Orthanc one), and on a shared disk their cost moves from ~0.2 ms to several ms
     with other jobs' writes; printed beside each row so that a slow row can be told apart."""
     directory.mkdir(parents=True, exist_ok=True)
     times = []
@@ -485,7 +485,8 @@ def main() -> int:
         ],
         table,
         caption="hdsvault: AES-GCM per instance, sealed metadata, blind-index tokens, journal; "
-        "SQLite (WAL, synchronous=FULL) + filesystem blobs, every ack after fsync. "
+        "SQLite (WAL, synchronous=FULL) + filesystem blobs (instances <= 64 KiB in the "
+        "index transaction), every ack after fsync. "
         "Orthanc: defaults (SQLite WAL synchronous=NORMAL, storage fsync on), "
         "TCP_NODELAY=1. Pixel data checked identical after WADO-RS. Ratio > 1: hdsvault "
         "faster. Disk flush: median file + directory fsync just before the row. "

@@ -166,6 +166,16 @@ class BlobSettings(BaseModel):
         le=256 * 1024 * 1024,
         description="plaintext bytes per AEAD segment of a blob",
     )
+    inline_max_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        le=512 * 1024,
+        description=(
+            "DICOM instances of at most this many bytes are stored in the index database, in "
+            "the transaction of their index row (one flush per instance instead of three); "
+            "0: every instance goes to the backend"
+        ),
+    )
 
 
 class DicomPeerSettings(BaseModel):

@@ -23,6 +23,15 @@ from hdsvault.tenants.keys import count_on_old_versions, rewrap, rotate_keys
 NAMES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_rle_2frame.dcm"]
 
 
+@pytest.fixture(autouse=True, params=["inline", "backend"])
+def blob_home(request: pytest.FixtureRequest, platform: Platform) -> str:
+    """Each test twice: small blobs kept in the index database (the default for these
+    samples) and every blob in the backend (files)."""
+    if request.param == "backend":
+        platform.settings.blobs.inline_max_bytes = 0
+    return str(request.param)
+
+
 class Crash(Exception):
     """Stands for the process dying at that point."""
 

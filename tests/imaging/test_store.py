@@ -15,6 +15,7 @@ from conftest import TENANT, sample_bytes
 from hdsvault.access.roles import Role
 from hdsvault.access.tokens import create_token
 from hdsvault.api.app import create_app
+from hdsvault.blobs import inline
 from hdsvault.crypto.errors import DecryptionError
 from hdsvault.imaging import multipart, queries, retrieve, sealing
 from hdsvault.imaging.attributes import Level
@@ -183,7 +184,8 @@ def test_no_clear_identity_at_rest(
     assert secrets
     blob_root = platform.settings.data_dir / "blobs"
     files = [p for p in blob_root.rglob("*") if p.is_file()]
-    assert len(files) == len(NAMES)
+    keys = list(imaging.blobs.iter_keys(f"{tenant}/"))  # files, and small ones in the database
+    assert len(keys) == len(NAMES) and len(files) == sum(not inline.is_inline(k) for k in keys)
     url = platform.settings.database_url
     if url.startswith("sqlite"):
         db = Path(url.removeprefix("sqlite:///"))

@@ -70,6 +70,7 @@ def test_a_failed_blob_fails_only_its_instance(
     platform: Platform, tenant: str, caller: Caller
 ) -> None:
     files = [sample_bytes(n) for n in NAMES]
+    platform.settings.blobs.inline_max_bytes = 0  # every blob through the backend's put
     inner = open_blob_store(platform.settings, platform.engine)
     store = ImagingStore(platform, blobs=FlakyBlobs(inner, len(files[1]) + 16 + 33))
     try:
@@ -147,6 +148,7 @@ def test_a_single_instance_is_written_without_the_pool(
     """A batch of one (every C-STORE) is sealed and written in the calling thread; a failed
     put still fails the instance alone, and leaves no blob and no row."""
     data = sample_bytes(NAMES[0])
+    platform.settings.blobs.inline_max_bytes = 0  # the backend's put, in this thread
     inner = open_blob_store(platform.settings, platform.engine)
     store = ImagingStore(platform, blobs=FlakyBlobs(inner, len(data) + 16 + 33))
     try:
@@ -209,3 +211,26 @@ def test_a_small_retrieval_is_read_while_journaled_and_released_only_after(
         retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
     assert refused.value.kind is Kind.UNAVAILABLE
     assert order == ["read", "waited"]  # read during the flush, nothing returned after it
+
+
+def test_a_retrieval_sees_a_rotation_and_a_shredding_at_once(
+    platform: Platform, imaging: ImagingStore, tenant: str, caller: Caller
+) -> None:
+    """The data-key version comes with the retrieval's lookup statement (no query of its
+    own): it is still read at every retrieval, so a ``keys rotate`` or a shredding by another
+    process is seen by the next retrieval, not by a cache's expiry."""
+    from hdsvault.tenants.keys import rotate_keys
+    from hdsvault.tenants.service import shred_tenant
+
+    data = sample_bytes("CT_small.dcm")
+    study = imaging.store(caller, data, source="test").study_uid
+    assert study is not None
+    first = retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+    assert first.keys.current_version == 1 and first.files == [data]
+    assert rotate_keys(platform, tenant, by="test") == 2
+    second = retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+    assert second.keys.current_version == 2 and second.files == [data]  # v1 still opens
+    shred_tenant(platform, tenant, by="test")
+    with pytest.raises(ImagingError) as gone:
+        retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+    assert gone.value.kind is Kind.NOT_FOUND

@@ -16,11 +16,20 @@ def blobs_dir(settings: Settings) -> Path:
 
 
 def open_blob_store(settings: Settings, engine: Engine) -> BlobStore:
+    """The configured backend; inline keys (small blobs written in the index transaction,
+    :mod:`hdsvault.blobs.inline`) go to the ``blob_chunks`` table whatever the backend."""
     b = settings.blobs
     if b.backend == "database":
         from hdsvault.blobs.database import DatabaseBlobStore
 
-        return DatabaseBlobStore(engine)
+        return DatabaseBlobStore(engine)  # inline keys are rows of its own table already
+    from hdsvault.blobs.inline import InlineRouting
+
+    return InlineRouting(_backend(settings), engine)
+
+
+def _backend(settings: Settings) -> BlobStore:
+    b = settings.blobs
     if b.backend == "s3":
         from hdsvault.blobs.s3 import S3BlobStore
 

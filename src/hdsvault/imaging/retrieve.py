@@ -13,14 +13,15 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, bindparam, select
+from sqlalchemy import Connection, Select, Table, bindparam, func, select
 
 from hdsvault.access.decision import Operation
-from hdsvault.blobs import BlobError, BlobNotFound
+from hdsvault.blobs import BlobError, BlobNotFound, inline
 from hdsvault.crypto.aead import DataKeys
 from hdsvault.crypto.errors import DecryptionError
+from hdsvault.crypto.keyring import DATA
 from hdsvault.db.engine import read_connection
-from hdsvault.db.schema import imaging_instances, imaging_series, imaging_studies
+from hdsvault.db.schema import imaging_instances, imaging_series, imaging_studies, tenant_keys
 from hdsvault.imaging import index as ix
 from hdsvault.imaging import journaling, sealing
 from hdsvault.imaging.dicomfile import Json, full_json, load
@@ -58,8 +59,18 @@ def _ids_of(table: Table, level: str) -> Select[tuple[str]]:
 @cache
 def _find_statement(study: bool, series: bool, sop: bool) -> Select[Any]:
     """:func:`find`'s statement for the levels named, built once: its values are bound
-    parameters (building the statement cost ~0.3 ms per retrieval, measured)."""
-    it, st = imaging_instances.c, imaging_studies.c
+    parameters (building the statement cost ~0.3 ms per retrieval, measured).
+
+    Each row also carries the tenant's current data-key version, read by the same statement
+    rather than by a query of the keyring's own (~0.15 ms per retrieval, measured): the
+    version is still read at every retrieval, so a ``keys rotate`` by another process is seen
+    by the next one, as the keyring guarantees."""
+    it, st, tk = imaging_instances.c, imaging_studies.c, tenant_keys.c
+    version = (
+        select(func.max(tk.version))
+        .where(tk.tenant_id == bindparam("tenant"), tk.purpose == DATA)
+        .scalar_subquery()
+    )
     stmt = (
         select(
             it.id,
@@ -70,6 +81,7 @@ def _find_statement(study: bool, series: bool, sop: bool) -> Select[Any]:
             it.size,
             it.blob_key,
             st.patient_ref,
+            version,
         )
         .join(imaging_studies, (st.tenant_id == it.tenant_id) & (st.id == it.study_id))
         .where(it.tenant_id == bindparam("tenant"))
@@ -93,6 +105,19 @@ def find(
     sop_uids: Sequence[str] = (),
 ) -> list[InstanceRef]:
     """Instances under the given UIDs (each list narrows; an empty list does not)."""
+    return _find(conn, store, tenant, study_uids, series_uids, sop_uids)[0]
+
+
+def _find(
+    conn: Connection,
+    store: ImagingStore,
+    tenant: str,
+    study_uids: Sequence[str],
+    series_uids: Sequence[str],
+    sop_uids: Sequence[str],
+) -> tuple[list[InstanceRef], int | None]:
+    """:func:`find`, and the tenant's current data-key version (None: no instance found, or
+    no keys)."""
     if not (study_uids or series_uids or sop_uids):
         raise ImagingError(Kind.INVALID, "a retrieval names at least one UID")
     index = store.index(conn, tenant)
@@ -101,7 +126,20 @@ def find(
         if uids:
             values[f"{level}_tokens"] = [ix.uid_token(index, level, u) for u in uids]
     stmt = _find_statement(bool(study_uids), bool(series_uids), bool(sop_uids))
-    return [InstanceRef(*r) for r in conn.execute(stmt, values).all()]
+    rows = conn.execute(stmt, values).all()
+    version = rows[0][-1] if rows else None
+    return [InstanceRef(*r[:-1]) for r in rows], None if version is None else int(version)
+
+
+@dataclass(frozen=True)
+class _Located:
+    """What :func:`_located` found: the instances, the data keys, the queued journal entry
+    (not yet durable) and the sealed inline blobs it was asked to read."""
+
+    refs: list[InstanceRef]
+    keys: DataKeys
+    pending: Pending
+    sealed: dict[str, bytes]
 
 
 def _located(
@@ -111,12 +149,26 @@ def _located(
     series_uids: Sequence[str],
     sop_uids: Sequence[str],
     what: str,
-) -> tuple[list[InstanceRef], DataKeys, Pending]:
-    """Authorize, find, and queue the retrieval's journal entries (not yet durable)."""
+    in_memory: int = 0,
+) -> _Located:
+    """Authorize, find, and queue the retrieval's journal entries (not yet durable).
+
+    With ``in_memory``, the inline blobs of a retrieval of at most that many bytes are read
+    by the same read transaction as the lookup, before the journal entry is queued. Why:
+    read by a statement of their own while the journal's commit was being flushed, a study of
+    40 x 39 KB took 0.4-0.6 ms longer than the same study read from files (measured); read
+    here they cost one statement and no contention, and only opening them overlaps the flush.
+    """
     journaling.allow(store.engine, caller, Operation.READ)
     with read_connection(store.engine) as conn:
-        refs = find(conn, store, caller.tenant, study_uids, series_uids, sop_uids)
-        keys = store.keys(conn, caller.tenant)
+        refs, version = _find(conn, store, caller.tenant, study_uids, series_uids, sop_uids)
+        if refs:  # the version came with them
+            keys = store.current_keys(conn, caller.tenant, version)
+        else:
+            keys = store.keys(conn, caller.tenant)
+        small = [r.blob_key for r in refs if inline.is_inline(r.blob_key)]
+        fits = in_memory and small and sum(r.size for r in refs) <= in_memory
+        sealed = inline.fetch(conn, small) if fits else {}
     detail = journaling.seal_detail(
         keys,
         caller,
@@ -138,7 +190,7 @@ def _located(
         caller, journaling.RETRIEVE, touched, outcome=outcome, detail=detail
     )
     try:  # group commit: one flush shared with the other reads of the moment
-        return refs, keys, store.platform.durable_journal().submit(entries)
+        return _Located(refs, keys, store.platform.durable_journal().submit(entries), sealed)
     except JournalUnavailable as exc:
         raise ImagingError(Kind.UNAVAILABLE, str(exc)[:300]) from None
 
@@ -161,11 +213,11 @@ def locate(
     what: str = "instances",
 ) -> list[InstanceRef]:
     """Authorize, find, journal (committed): the instances may then leave the server."""
-    refs, _keys, pending = _located(store, caller, study_uids, series_uids, sop_uids, what)
-    _durable(pending)
-    if not refs:
+    found = _located(store, caller, study_uids, series_uids, sop_uids, what)
+    _durable(found.pending)
+    if not found.refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
-    return refs
+    return found.refs
 
 
 @dataclass(frozen=True)
@@ -190,16 +242,22 @@ def retrieve(
 ) -> Retrieval:
     """:func:`locate`, and the files opened if they total at most ``in_memory`` bytes.
 
-    The files are read and decrypted while the journal entry is being flushed, and returned
-    only once it is durable: a small study costs one flush *or* its reading, not both.
+    The files are read (inline blobs: with the lookup) and decrypted while the journal entry
+    is being flushed, and returned only once it is durable: a small study costs one flush
+    *or* its reading, not both.
     """
-    refs, keys, pending = _located(store, caller, study_uids, series_uids, sop_uids, "instances")
+    found = _located(
+        store, caller, study_uids, series_uids, sop_uids, "instances", in_memory=in_memory
+    )
+    refs, keys = found.refs, found.keys
     files = None
     try:
         if refs and sum(r.size for r in refs) <= in_memory:
-            files = [read(store, caller.tenant, r, keys) for r in refs]
+            files = [
+                read(store, caller.tenant, r, keys, found.sealed.get(r.blob_key)) for r in refs
+            ]
     finally:
-        _durable(pending)
+        _durable(found.pending)
     if not refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
     return Retrieval(refs, files, keys)
@@ -211,19 +269,52 @@ def data_keys(store: ImagingStore, tenant: str) -> DataKeys:
         return store.keys(conn, tenant)
 
 
-def read(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -> bytes:
-    """The DICOM file of ``ref``, opened (call only after :func:`locate`)."""
+def read_many(
+    store: ImagingStore, tenant: str, refs: Sequence[InstanceRef], keys: DataKeys
+) -> list[bytes]:
+    """The DICOM files of ``refs``, opened, in order (call only after :func:`locate`).
+
+    The inline blobs among them (small instances kept in the index database) are fetched in
+    one statement, not one query each; the others are read one by one from the backend.
+    """
+    small = inline.get_many(
+        store.engine, [r.blob_key for r in refs if inline.is_inline(r.blob_key)]
+    )
+    return [read(store, tenant, r, keys, small.get(r.blob_key)) for r in refs]
+
+
+def read(
+    store: ImagingStore,
+    tenant: str,
+    ref: InstanceRef,
+    keys: DataKeys,
+    blob: bytes | None = None,
+) -> bytes:
+    """The DICOM file of ``ref`` (its sealed ``blob`` if read already), opened (call only
+    after :func:`locate`)."""
     try:
-        try:
-            blob = store.blobs.get(ref.blob_key)
-        except BlobNotFound:
-            ref = _moved(store, tenant, ref)
-            blob = store.blobs.get(ref.blob_key)
+        if blob is None:
+            try:
+                blob = _sealed(store, ref.blob_key)
+            except BlobNotFound:
+                ref = _moved(store, tenant, ref)
+                blob = _sealed(store, ref.blob_key)
         return sealing.open_blob(keys, tenant, ref.id, blob)
     except BlobNotFound:
         raise ImagingError(Kind.UNAVAILABLE, f"instance {ref.id}: blob missing") from None
     except (BlobError, DecryptionError) as exc:
         raise ImagingError(Kind.UNAVAILABLE, f"instance {ref.id}: {exc}") from None
+
+
+def _sealed(store: ImagingStore, key: str) -> bytes:
+    """A blob's sealed bytes: inline ones from the index database whatever the store's
+    backend object (:mod:`hdsvault.blobs.inline`), the others from the backend."""
+    if inline.is_inline(key):
+        found = inline.get_many(store.engine, (key,))
+        if key not in found:
+            raise BlobNotFound(f"no blob {key}")
+        return found[key]
+    return store.blobs.get(key)
 
 
 def stream(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -> Iterator[bytes]:
@@ -232,7 +323,7 @@ def stream(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -
     An instance of one segment (most of them) is read in one call and opened in place; a
     larger one is streamed segment by segment.
     """
-    if ref.size <= store.chunk:
+    if ref.size <= store.chunk or inline.is_inline(ref.blob_key):  # inline: small
         return iter((read(store, tenant, ref, keys),))
     try:
         parts = store.blobs.open(ref.blob_key)

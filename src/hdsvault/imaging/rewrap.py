@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import ColumnElement, Connection, func, or_, select, update
 
-from hdsvault.blobs import BlobError, BlobStore
+from hdsvault.blobs import BlobError, BlobStore, inline
 from hdsvault.crypto.aead import DataKeys
 from hdsvault.crypto.errors import DecryptionError
 from hdsvault.db.engine import read_connection
@@ -60,7 +60,11 @@ def count_old_blobs(conn: Connection, tenant: str, current: int) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
-def rewrapped_key(tenant: str, instance_id: str, version: int) -> str:
+def rewrapped_key(tenant: str, instance_id: str, version: int, old_key: str) -> str:
+    """Where the blob resealed under ``version`` goes: an inline blob stays inline (in the
+    index database, :mod:`hdsvault.blobs.inline`), the others go to the backend."""
+    if inline.is_inline(old_key):
+        return inline.inline_key(tenant, f"{instance_id}.k{version}")
     return f"{tenant}/{instance_id[:2]}/{instance_id}.k{version}"
 
 
@@ -113,7 +117,7 @@ def _rewrap_one(
         with platform.engine.begin() as conn:
             conn.execute(update(imaging_instances).where(guard).values(blob_key_version=current))
         return 0
-    new_key = rewrapped_key(tenant, iid, current)
+    new_key = rewrapped_key(tenant, iid, current, old_key)
     plain = sealing.open_stream(keys, tenant, iid, blobs.open(old_key))
     info = blobs.put(new_key, sealing.seal_stream(keys, tenant, iid, plain, row.size, row.chunk))
     with platform.engine.begin() as conn:

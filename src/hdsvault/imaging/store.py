@@ -28,6 +28,7 @@ default ``OverwriteInstances: false``): the store answers success and journals t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 import uuid
@@ -41,7 +42,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hdsvault.access.decision import Operation
-from hdsvault.blobs import BlobError, BlobStore, open_blob_store
+from hdsvault.blobs import BlobError, BlobStore, inline, open_blob_store
 from hdsvault.crypto.aead import DataKeys, SealContext
 from hdsvault.crypto.blind_index import BlindIndex
 from hdsvault.crypto.keyring import DATA, TenantKeysMissing
@@ -122,7 +123,8 @@ class _Pending:
     instance_id: str
     key: str
     uid_token: bytes
-    sha256: bytes = b""  # of the sealed blob, once durable
+    sha256: bytes = b""  # of the sealed blob, once durable (inline: once sealed)
+    sealed: bytearray | None = None  # an inline blob, written by the index transaction
     meta: bytes = b""  # sealed key attributes
     tokens: frozenset[bytes] = frozenset()  # blind-index tokens of the instance
 
@@ -156,10 +158,11 @@ class ImagingStore:
         self.settings = platform.settings
         self.blobs = blobs or open_blob_store(platform.settings, platform.engine)
         self.chunk = platform.settings.blobs.chunk_bytes
+        self.inline_max = platform.settings.blobs.inline_max_bytes
         self._fhir = fhir
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob-put")
-        self._keys: dict[str, DataKeys] = {}  # tenant -> data keys (see _current_keys)
+        self._keys: dict[str, DataKeys] = {}  # tenant -> data keys (see current_keys)
         self._prepared: set[str] = set()  # tenants whose blob fan-out is ready
 
     @property
@@ -222,7 +225,7 @@ class ImagingStore:
                 with read_connection(self.engine) as conn:
                     index = self.index(conn, tenant)
                     found = self._lookup(conn, tenant, index, parsed)
-                    keys = self._current_keys(conn, tenant, found.key_version)
+                    keys = self.current_keys(conn, tenant, found.key_version)
             except OperationalError as exc:
                 raise ImagingError(Kind.UNAVAILABLE, f"database unavailable: {exc.orig}") from None
             pending = self._new_instances(tenant, parsed, found, outcomes)
@@ -253,7 +256,7 @@ class ImagingStore:
 
         Why one statement: for a C-STORE (a batch of one) each round trip through the
         database layer was a noticeable part of the CPU spent per instance; the version is
-        read here rather than by the keyring for the same reason (see :meth:`_current_keys`).
+        read here rather than by the keyring for the same reason (see :meth:`current_keys`).
         """
         tokens = {p.sop_uid: ix.uid_token(index, "instance", p.sop_uid) for _, p in parsed}
         instances = set(tokens.values())
@@ -289,12 +292,13 @@ class ImagingStore:
                 found.known.series[series[bytes(token)]] = (str(item), str(ref))
         return found
 
-    def _current_keys(self, conn: Connection, tenant: str, version: int | None) -> DataKeys:
+    def current_keys(self, conn: Connection, tenant: str, version: int | None) -> DataKeys:
         """The tenant's data keys at the current ``version`` just read from the database.
 
         The keyring reads the current version at each use (so that a rotation by another
-        process is seen at once); :meth:`_lookup` has read it already, so the keyring is asked
-        only when it differs from the keys cached here (first use, or a rotation).
+        process is seen at once); :meth:`_lookup` (a store) and a retrieval's lookup statement
+        (``retrieve.find``) read it already, so the keyring is asked only when it differs from
+        the keys cached here (first use, or a rotation).
         """
         if version is None:  # shredded: forget its keys here too, as the keyring does
             self._keys.pop(tenant, None)
@@ -328,7 +332,9 @@ class ImagingStore:
                 continue
             seen.add(tok)
             iid = str(uuid.uuid4())
-            pending.append(_Pending(pos, p, iid, blob_key(tenant, iid), tok))
+            small = len(p.data) <= self.inline_max
+            key = inline.inline_key(tenant, iid) if small else blob_key(tenant, iid)
+            pending.append(_Pending(pos, p, iid, key, tok))
         return pending
 
     def _seal_attributes(
@@ -399,6 +405,7 @@ class ImagingStore:
         result: dict[int, StoreOutcome] = {}
         token_rows: list[dict[str, Any]] = []
         instance_rows: list[tuple[Any, ...]] = []
+        inline_rows: list[tuple[str, bytearray]] = []
         stamp = db_time(conn, now)
         touched: list[tuple[str, str | None]] = []
         bumped: set[str] = set()
@@ -443,6 +450,8 @@ class ImagingStore:
                     stamp,
                 )
             )
+            if w.sealed is not None:
+                inline_rows.append((w.key, w.sealed))
             token_rows.extend(
                 {"tenant_id": tenant, "level": "instance", "item_id": w.instance_id, "token": t}
                 for t in w.tokens
@@ -464,6 +473,8 @@ class ImagingStore:
             if o is not None and o.status == "duplicate" and o.instance_id:
                 touched.append((f"DicomInstance/{o.instance_id}", None))
         m = marker(conn)
+        if inline_rows:  # durable with the rows that name them: this transaction's commit
+            inline.put_in(conn, inline_rows)
         if instance_rows:
             conn.exec_driver_sql(
                 f"INSERT INTO imaging_instances ({', '.join(_INSTANCE_COLUMNS)}) "  # noqa: S608
@@ -604,7 +615,12 @@ class _BlobPuts:
         self._futures = [(w, submit(self._put, keys, tenant, w)) for w in pending]
 
     def _put(self, keys: DataKeys, tenant: str, w: _Pending) -> bytes:
+        """Seal ``w`` and make it durable; an inline blob is only sealed here (the index
+        transaction writes it, see :mod:`hdsvault.blobs.inline`)."""
         sealed = sealing.seal(keys, tenant, w.instance_id, w.parsed.data, self.store.chunk)
+        if inline.is_inline(w.key):
+            w.sealed = sealed
+            return hashlib.sha256(sealed).digest()
         return self.store.blobs.put(w.key, sealed).sha256
 
     def wait(self, outcomes: list[StoreOutcome | None]) -> None:
@@ -625,10 +641,13 @@ class _BlobPuts:
         self.pending = [w for w in self.pending if w.pos not in failed]
 
     def drop(self) -> None:
-        """Delete the blobs of a batch that will not be indexed (else harmless orphans)."""
+        """Delete the blobs of a batch that will not be indexed (else harmless orphans);
+        inline blobs have nothing to delete (their transaction did not commit)."""
         for w, future in self._futures:
             with contextlib.suppress(Exception):
                 future.result()
+            if inline.is_inline(w.key):
+                continue
             with contextlib.suppress(BlobError):
                 self.store.blobs.delete(w.key)
 
