@@ -59,13 +59,12 @@ def test_small_instances_live_in_the_index_large_ones_in_the_backend(
         assert _chunk_rows(platform) == 1
         on_disk = [p for p in (platform.settings.data_dir / "blobs").rglob("*") if p.is_file()]
         assert [p.name for p in on_disk] == [large_key.rsplit("/", 1)[1]]
-        # read back: the batched read, the single read, the stream
+        # read back: the single read, the stream
         keys = retrieve.data_keys(store, tenant)
         uids = [o.study_uid for o in outcomes if o.study_uid]
         with platform.engine.connect() as conn:
             refs = retrieve.find(conn, store, tenant, uids)
         by_id = {o.instance_id: f for o, f in zip(outcomes, files, strict=True)}
-        assert retrieve.read_many(store, tenant, refs, keys) == [by_id[r.id] for r in refs]
         for r in refs:
             assert retrieve.read(store, tenant, r, keys) == by_id[r.id]
             assert b"".join(retrieve.stream(store, tenant, r, keys)) == by_id[r.id]
@@ -193,7 +192,8 @@ def test_killed_after_the_acknowledgement_keeps_row_and_blob(
     assert _chunk_rows(platform) == 1
     data = sample_bytes(SMALL)
     refs = retrieve.locate(imaging, caller, [parse(data).study_uid])
-    assert retrieve.read_many(imaging, tenant, refs, retrieve.data_keys(imaging, tenant)) == [data]
+    keys = retrieve.data_keys(imaging, tenant)
+    assert [retrieve.read(imaging, tenant, r, keys) for r in refs] == [data]
     report = check_blobs(platform)
     assert report.ok and report.checked == 1 and report.note == ""
     # sent again (the peer did not see the acknowledgement): a duplicate, nothing added

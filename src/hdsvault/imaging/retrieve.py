@@ -269,20 +269,6 @@ def data_keys(store: ImagingStore, tenant: str) -> DataKeys:
         return store.keys(conn, tenant)
 
 
-def read_many(
-    store: ImagingStore, tenant: str, refs: Sequence[InstanceRef], keys: DataKeys
-) -> list[bytes]:
-    """The DICOM files of ``refs``, opened, in order (call only after :func:`locate`).
-
-    The inline blobs among them (small instances kept in the index database) are fetched in
-    one statement, not one query each; the others are read one by one from the backend.
-    """
-    small = inline.get_many(
-        store.engine, [r.blob_key for r in refs if inline.is_inline(r.blob_key)]
-    )
-    return [read(store, tenant, r, keys, small.get(r.blob_key)) for r in refs]
-
-
 def read(
     store: ImagingStore,
     tenant: str,
