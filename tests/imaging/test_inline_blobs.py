@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from conftest import sample_bytes
+from conftest import sample, sample_bytes
 from hdsvault.blobs import inline
 from hdsvault.db.schema import blob_chunks, imaging_instances
 from hdsvault.imaging import retrieve
@@ -142,8 +142,6 @@ _CHILD = textwrap.dedent(
 
 def _run_and_kill(platform: Platform, tenant: str, mode: str, tmp_path: Path) -> str:
     """Run a store in another process, SIGKILL it at ``mode``; what it had signalled."""
-    from conftest import sample
-
     signal_file = tmp_path / f"signal-{mode}"
     child = subprocess.Popen(
         [
