@@ -1,4 +1,5 @@
-"""Fixtures of the imaging tests: an imaging store, a DIMSE listener, test DICOM files.
+"""Fixtures of the imaging tests: an imaging store, a DIMSE listener, the live application
+(plain helpers live in ``imaging_helpers``, which tests import).
 
 The DIMSE listener runs in-process on a free loopback port; dcmtk and Orthanc (Debian
 packages, started by the tests that need them) talk to it as real peers.
@@ -6,19 +7,17 @@ packages, started by the tests that need them) talk to it as real peers.
 
 from __future__ import annotations
 
-import shutil
-import socket
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pydicom.data import get_testdata_file
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+
+from imaging_helpers import Dimse, Live, free_port  # noqa: E402
 
 from hdsvault.access.roles import Role  # noqa: E402
 from hdsvault.access.tokens import Principal  # noqa: E402
@@ -27,34 +26,6 @@ from hdsvault.dicom.server import DimseServer  # noqa: E402
 from hdsvault.imaging.store import ImagingStore  # noqa: E402
 from hdsvault.platform import Platform  # noqa: E402
 from hdsvault.records.model import Caller  # noqa: E402
-
-from support.components import require_component  # noqa: E402
-
-TENANT = "750712184"
-SAMPLES = [
-    "CT_small.dcm",
-    "MR_small.dcm",
-    "JPEG2000.dcm",
-    "SC_rgb_rle_2frame.dcm",
-    "MR_small_implicit.dcm",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def sample(name: str) -> Path:
-    path = get_testdata_file(name)
-    assert path is not None, name
-    return Path(str(path))
-
-
-def sample_bytes(name: str) -> bytes:
-    return sample(name).read_bytes()
 
 
 @pytest.fixture
@@ -71,15 +42,6 @@ def imaging(platform: Platform, tenant: str) -> Iterator[ImagingStore]:
         yield store
     finally:
         store.close()
-
-
-@dataclass
-class Dimse:
-    server: DimseServer
-    host: str
-    port: int
-    ae_title: str
-    move_port: int  # where the MOVEDEST peer (movescu / a test SCP) listens
 
 
 @pytest.fixture
@@ -101,31 +63,6 @@ def dimse(platform: Platform, tenant: str, settings: Settings) -> Iterator[Dimse
     finally:
         server.stop()
         store.close()
-
-
-def dcmtk(tool: str) -> str:
-    """Full path of a dcmtk tool (pynetdicom installs tools of the same names on PATH)."""
-    path = Path("/usr/bin") / tool
-    if not path.exists():
-        require_component("dcmtk", f"{path} missing: apt-get install dcmtk")
-    return str(path)
-
-
-def orthanc_binary() -> str:
-    path = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-    if not Path(path).exists():
-        require_component("orthanc", "Orthanc missing: apt-get install orthanc orthanc-dicomweb")
-    return path
-
-
-@dataclass
-class Live:
-    """The real application under uvicorn (DICOMweb) plus the DIMSE listener."""
-
-    url: str  # http://127.0.0.1:port
-    token: str
-    dimse: Dimse
-    platform: Platform
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from imaging_helpers import free_port
 
-from conftest import free_port
 from hdsvault.blobs import BlobError, BlobNotFound, BlobStore
 from hdsvault.blobs.database import DatabaseBlobStore
 from hdsvault.blobs.filesystem import FilesystemBlobStore

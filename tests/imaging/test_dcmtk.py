@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
-from conftest import Dimse, dcmtk, sample
+from imaging_helpers import Dimse, dcmtk, sample
 
 pytestmark = pytest.mark.timeout(120)
 ENV = {**os.environ, "TCP_NODELAY": "1"}

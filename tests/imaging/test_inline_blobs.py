@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from imaging_helpers import sample, sample_bytes
 from sqlalchemy import func, select, update
 
-from conftest import sample, sample_bytes
 from hdsvault.blobs import inline
 from hdsvault.db.schema import blob_chunks, imaging_instances
 from hdsvault.imaging import retrieve

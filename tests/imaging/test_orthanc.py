@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+from imaging_helpers import TENANT, Live, sample_bytes
 
-from conftest import TENANT, Live, sample_bytes
 from hdsvault.config import DicomPeerSettings
 
 from support import orthanc as orthanc_support

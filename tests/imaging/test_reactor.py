@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 import pytest
+from imaging_helpers import Dimse
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from conftest import Dimse
 from hdsvault.dicom import reactor
 
 pytestmark = pytest.mark.timeout(60)

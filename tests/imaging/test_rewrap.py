@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pydicom
 import pytest
+from imaging_helpers import sample_bytes
 from sqlalchemy import select, update
 
-from conftest import sample_bytes
 from hdsvault.blobs import BlobInfo, BlobStore
 from hdsvault.blobs.base import Payload
 from hdsvault.db.schema import imaging_instances

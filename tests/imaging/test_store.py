@@ -10,8 +10,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from imaging_helpers import TENANT, sample_bytes
 
-from conftest import TENANT, sample_bytes
 from hdsvault.access.roles import Role
 from hdsvault.access.tokens import create_token
 from hdsvault.api.app import create_app

@@ -4,12 +4,12 @@ standard (logging) handlers are bound only when its logs would show."""
 from __future__ import annotations
 
 import pytest
+from imaging_helpers import Dimse
 from pydicom.uid import UID
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from conftest import Dimse
 from hdsvault.dicom import store_response
 
 

@@ -13,10 +13,10 @@ import threading
 from typing import Any
 
 import pytest
+from imaging_helpers import sample_bytes
 from pydicom import dcmread
 from sqlalchemy import select
 
-from conftest import sample_bytes
 from hdsvault.db.schema import imaging_studies
 from hdsvault.imaging import fhir
 from hdsvault.imaging.store import ImagingStore

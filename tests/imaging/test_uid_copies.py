@@ -10,11 +10,11 @@ from __future__ import annotations
 import copy
 
 import pytest
+from imaging_helpers import Dimse
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from conftest import Dimse
 from hdsvault.dicom import uids
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,9 +13,9 @@ from datetime import timedelta
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from imaging_helpers import TENANT, sample_bytes
 from pydicom.uid import generate_uid
 
-from conftest import TENANT, sample_bytes
 from hdsvault.access.roles import Role
 from hdsvault.access.tokens import create_token
 from hdsvault.api import dicomweb

@@ -10,10 +10,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
+from imaging_helpers import sample_bytes
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from conftest import sample_bytes
 from hdsvault.blobs import BlobError, BlobInfo, BlobStore, open_blob_store
 from hdsvault.blobs.base import Payload
 from hdsvault.db.schema import imaging_instances

@@ -1,0 +1,82 @@
+"""Helpers of the imaging tests: test DICOM files, free ports, the peers' binaries, and the
+shapes of the ``dimse`` and ``live`` fixtures (defined in this directory's conftest).
+
+Why a module of its own: every test directory has a ``conftest``, and which one ``from
+conftest import`` finds depends on what pytest collected last (a test that imported one of
+these inside its body failed in the full suite). This name is unique, like
+``records/fhir_helpers``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.data import get_testdata_file
+
+from hdsvault.dicom.server import DimseServer
+from hdsvault.platform import Platform
+
+from support.components import require_component
+
+TENANT = "750712184"
+SAMPLES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "JPEG2000.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "MR_small_implicit.dcm",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def sample(name: str) -> Path:
+    path = get_testdata_file(name)
+    assert path is not None, name
+    return Path(str(path))
+
+
+def sample_bytes(name: str) -> bytes:
+    return sample(name).read_bytes()
+
+
+@dataclass
+class Dimse:
+    server: DimseServer
+    host: str
+    port: int
+    ae_title: str
+    move_port: int  # where the MOVEDEST peer (movescu / a test SCP) listens
+
+
+def dcmtk(tool: str) -> str:
+    """Full path of a dcmtk tool (pynetdicom installs tools of the same names on PATH)."""
+    path = Path("/usr/bin") / tool
+    if not path.exists():
+        require_component("dcmtk", f"{path} missing: apt-get install dcmtk")
+    return str(path)
+
+
+def orthanc_binary() -> str:
+    path = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    if not Path(path).exists():
+        require_component("orthanc", "Orthanc missing: apt-get install orthanc orthanc-dicomweb")
+    return path
+
+
+@dataclass
+class Live:
+    """The real application under uvicorn (DICOMweb) plus the DIMSE listener."""
+
+    url: str  # http://127.0.0.1:port
+    token: str
+    dimse: Dimse
+    platform: Platform
