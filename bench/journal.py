@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _table import print_table
 
 from hdsvault.config import load_settings
-from hdsvault.db.engine import read_connection
+from hdsvault.db.engine import marker, read_connection
 from hdsvault.journal import leafwalk, service
 from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome
 from hdsvault.journal.merkle import CompactRange, consistency_proof, inclusion_proof
 from hdsvault.journal.signer import JournalSigner
-from hdsvault.journal.store import LEAF_SELECT, append_many, leaf_bytes, marker, time_text
+from hdsvault.journal.store import LEAF_SELECT, append_many, leaf_bytes, time_text
 from hdsvault.journal.tree import DbNodeStore
 from hdsvault.journal.verify import verify_log
 from hdsvault.platform import Platform, init_platform

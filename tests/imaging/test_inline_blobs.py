@@ -208,9 +208,9 @@ def test_a_small_retrieval_reads_inline_blobs_with_its_lookup(
     outcomes = imaging.store_many(caller, files, source="test")
     uids = sorted({str(o.study_uid) for o in outcomes})
 
-    def no_separate_read(*_args: object) -> dict[str, bytes]:
+    def no_separate_read(*_args: object) -> bytes:
         raise AssertionError("inline blobs read apart from the lookup")
 
-    monkeypatch.setattr(inline, "get_many", no_separate_read)
+    monkeypatch.setattr(inline, "get", no_separate_read)
     found = retrieve.retrieve(imaging, caller, uids, in_memory=1 << 20)
     assert found.files is not None and sorted(found.files) == sorted(files)

@@ -23,9 +23,9 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 
 from sqlalchemy import Connection, Engine
 
-from hdsvault.blobs.base import BlobInfo, BlobNotFound, BlobStore, Payload, check_key
+from hdsvault.blobs.base import BlobInfo, BlobStore, Payload, check_key
 from hdsvault.blobs.database import ROW_BYTES, DatabaseBlobStore
-from hdsvault.db.engine import read_connection
+from hdsvault.db.engine import marker
 
 SEGMENT = "inline"
 """Second segment of an inline key."""
@@ -42,10 +42,6 @@ def is_inline(key: str) -> bool:
     return len(parts) == 3 and parts[1] == SEGMENT
 
 
-def _marker(conn: Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
-
-
 def put_in(conn: Connection, blobs: Sequence[tuple[str, bytes | bytearray]]) -> None:
     """Write each ``(key, sealed bytes)`` of new inline blobs within ``conn``'s open
     transaction: durable when, and only when, that transaction commits.
@@ -57,19 +53,16 @@ def put_in(conn: Connection, blobs: Sequence[tuple[str, bytes | bytearray]]) -> 
     for key, data in blobs:
         if not is_inline(check_key(key)) or len(data) > ROW_BYTES:
             raise ValueError(f"{key[:80]!r} is not an inline key of at most {ROW_BYTES} bytes")
-    m = _marker(conn)
+    m = marker(conn)
     conn.exec_driver_sql(
         f"INSERT INTO blob_chunks (blob_key, seq, data) VALUES ({m}, 0, {m})",  # noqa: S608
         list(blobs) if len(blobs) > 1 else blobs[0],
     )
 
 
-def get_many(engine: Engine, keys: Collection[str]) -> dict[str, bytes]:
-    """The inline blobs of ``keys``, read in one statement (see :func:`fetch`)."""
-    if not keys:
-        return {}
-    with read_connection(engine) as conn:
-        return fetch(conn, keys)
+def get(engine: Engine, key: str) -> bytes:
+    """One inline blob, by its own statement (:class:`BlobNotFound` if there is none)."""
+    return DatabaseBlobStore(engine).get(key)
 
 
 def fetch(conn: Connection, keys: Collection[str]) -> dict[str, bytes]:
@@ -77,7 +70,7 @@ def fetch(conn: Connection, keys: Collection[str]) -> dict[str, bytes]:
     of small instances would otherwise pay one query per instance). Missing keys are absent."""
     if not keys:
         return {}
-    m = _marker(conn)
+    m = marker(conn)
     rows = conn.exec_driver_sql(
         "SELECT blob_key, seq, data FROM blob_chunks "  # noqa: S608 (markers only)
         f"WHERE blob_key IN ({', '.join([m] * len(keys))}) ORDER BY blob_key, seq",
@@ -113,12 +106,7 @@ class InlineRouting:
         return self._route(key).open(key)
 
     def get(self, key: str) -> bytes:
-        if is_inline(key):
-            found = get_many(self.engine, (key,))
-            if key not in found:
-                raise BlobNotFound(f"no blob {key}")
-            return found[key]
-        return self.backend.get(key)
+        return self._route(key).get(key)
 
     def delete(self, key: str) -> None:
         self._route(key).delete(key)

@@ -48,6 +48,12 @@ def _on_sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def marker(conn: Connection) -> str:
+    """The driver's positional parameter marker (``?`` for sqlite3, ``%s`` for psycopg), for
+    the few hot statements written as SQL text."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
 def read_connection(engine: Engine) -> Connection:
     """A connection for reads only: on SQLite it neither takes nor waits for the write lock."""
     return engine.connect().execution_options(**{READ_ONLY: True})

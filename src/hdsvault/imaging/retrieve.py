@@ -295,12 +295,7 @@ def read(
 def _sealed(store: ImagingStore, key: str) -> bytes:
     """A blob's sealed bytes: inline ones from the index database whatever the store's
     backend object (:mod:`hdsvault.blobs.inline`), the others from the backend."""
-    if inline.is_inline(key):
-        found = inline.get_many(store.engine, (key,))
-        if key not in found:
-            raise BlobNotFound(f"no blob {key}")
-        return found[key]
-    return store.blobs.get(key)
+    return inline.get(store.engine, key) if inline.is_inline(key) else store.blobs.get(key)
 
 
 def stream(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -> Iterator[bytes]:

@@ -47,13 +47,12 @@ from hdsvault.crypto.aead import DataKeys, SealContext
 from hdsvault.crypto.blind_index import BlindIndex
 from hdsvault.crypto.keyring import DATA, TenantKeysMissing
 from hdsvault.crypto.sealed import imaging_meta_context
-from hdsvault.db.engine import is_sqlite, read_connection
+from hdsvault.db.engine import is_sqlite, marker, read_connection
 from hdsvault.db.schema import imaging_series, imaging_studies, imaging_tokens
 from hdsvault.imaging import index as ix
 from hdsvault.imaging import journaling, sealing
 from hdsvault.imaging.dicomfile import Json, ParsedInstance, all_values, parse
 from hdsvault.imaging.errors import ImagingError, Kind
-from hdsvault.journal.store import marker
 from hdsvault.platform import Platform
 from hdsvault.records.model import Caller
 

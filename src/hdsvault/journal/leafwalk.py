@@ -130,17 +130,14 @@ def _walk(read: RangeReader, start: int, end: int, sizes: Sequence[int]) -> Walk
     )
 
 
-def walk_ranges(
-    read: RangeReader, end: int, sizes: Sequence[int], workers: int | None = None
-) -> Iterator[WalkedRange]:
+def walk_ranges(read: RangeReader, end: int, sizes: Sequence[int]) -> Iterator[WalkedRange]:
     """Walk ``[0, end)`` in ranges of :data:`RANGE` with ``read``, yielded in order.
 
     ``sizes``: the sorted sizes whose roots the caller will check (checkpoints). The ranges
-    run ``workers`` at a time (default :data:`WORKERS`, else one per core); each reads over
+    run :data:`WORKERS` at a time (None: one per core); each reads over
     its own connection, which sees at least what the caller's transaction saw (entries below
     a signed size never change in a sound log).
     """
     bounds = [(a, min(a + RANGE, end)) for a in range(0, end, RANGE)]
-    workers = workers or WORKERS or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=WORKERS or os.cpu_count() or 1) as pool:
         yield from pool.map(lambda b: _walk(read, b[0], b[1], sizes), bounds)

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from hdsvault.db.engine import read_connection
+from hdsvault.db.engine import marker, read_connection
 from hdsvault.db.schema import journal_checkpoints, journal_logs
 from hdsvault.journal import checkpoint as ckpt
 from hdsvault.journal.merkle import leaf_hash, root_at
 from hdsvault.journal.signer import JournalSigner
-from hdsvault.journal.store import LEAF_SELECT, leaf_bytes, marker, time_text
+from hdsvault.journal.store import LEAF_SELECT, leaf_bytes, time_text
 from hdsvault.journal.tree import DbNodeStore
 
 BATCH = 20_000

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Row, select
 
+from hdsvault.db.engine import marker
 from hdsvault.db.schema import journal_entries
 from hdsvault.journal.entry import JournalEntry, format_time, safe_text
 
@@ -98,11 +99,6 @@ def row_builder(conn: Connection) -> RowBuilder:
         )
 
     return build
-
-
-def marker(conn: Connection) -> str:
-    """The driver's positional parameter marker (``?`` for sqlite3, ``%s`` for psycopg)."""
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def _insert_sql(conn: Connection) -> str:

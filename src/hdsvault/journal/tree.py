@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, select
 
+from hdsvault.db.engine import marker
 from hdsvault.db.schema import journal_entries, journal_nodes
 from hdsvault.journal.merkle import NodeGetter
-from hdsvault.journal.store import marker
 
 T = TypeVar("T")
 _PLACEHOLDER = bytes(32)

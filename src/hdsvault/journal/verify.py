@@ -32,13 +32,14 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Row, func, select
 
+from hdsvault.db.engine import marker
 from hdsvault.db.schema import journal_checkpoints, journal_entries, journal_logs
 from hdsvault.journal import checkpoint as ckpt
 from hdsvault.journal import leafwalk
 from hdsvault.journal.entry import PLATFORM_LOG
 from hdsvault.journal.merkle import CompactRange
 from hdsvault.journal.signer import JournalSigner
-from hdsvault.journal.store import LEAF_KEYS, LEAF_SELECT, leaf_bytes, marker, time_text
+from hdsvault.journal.store import LEAF_KEYS, LEAF_SELECT, leaf_bytes, time_text
 
 
 @dataclass(frozen=True)

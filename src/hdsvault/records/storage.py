@@ -26,6 +26,7 @@ from sqlalchemy import Connection, and_, bindparam, select, update
 from hdsvault.crypto.aead import DataKeys
 from hdsvault.crypto.blind_index import TOKEN_SIZE
 from hdsvault.crypto.sealed import resource_context
+from hdsvault.db.engine import marker
 from hdsvault.db.schema import resource_versions, resources
 from hdsvault.records import jsonio
 from hdsvault.records.model import Json, ResourceKey, Stored, utc
@@ -348,7 +349,8 @@ _DELETE_SEARCH_KEY = "DELETE FROM search_tokens WHERE token = ? AND resource_id 
 
 def _sql(conn: Connection, statement: str) -> str:
     """A fixed statement in the driver's placeholder style (qmark for SQLite, %s for psycopg)."""
-    return statement if conn.dialect.paramstyle == "qmark" else statement.replace("?", "%s")
+    m = marker(conn)
+    return statement if m == "?" else statement.replace("?", m)
 
 
 def unpack(packed: bytes) -> list[bytes]:
