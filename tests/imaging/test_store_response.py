@@ -3,14 +3,17 @@ standard (logging) handlers are bound only when its logs would show."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from imaging_helpers import Dimse
+from imaging_helpers import Dimse, sample, sample_bytes
 from pydicom.uid import UID
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
 from hdsvault.dicom import store_response
+from hdsvault.platform import Platform
 
 
 def response(**fields: object) -> C_STORE:
@@ -79,3 +82,49 @@ def test_the_listener_reads_without_pydicom_validation(dimse: Dimse) -> None:
     from pydicom import config
 
     assert config.settings.reading_validation_mode == config.IGNORE
+
+
+def test_malformed_stores_are_refused_nothing_kept_and_the_listener_goes_on(
+    dimse: Dimse, platform: Platform, tmp_path: Path
+) -> None:
+    """Bad input over DIMSE, with pydicom's read validation off and plain responses packed:
+    a data set without its study and series UIDs, and bytes that are no data set at all
+    (sent as they are from a file whose meta is valid), each get a failure status; nothing
+    is indexed; the same association then stores a good instance and answers C-ECHO."""
+    from pydicom import dcmread
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+    from sqlalchemy import func, select
+
+    from hdsvault.db.schema import imaging_instances
+
+    def stored() -> int:
+        with platform.engine.connect() as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(imaging_instances)).scalar_one()
+            )
+
+    no_uids = dcmread(sample("CT_small.dcm"))
+    del no_uids.StudyInstanceUID, no_uids.SeriesInstanceUID
+    good = sample_bytes("CT_small.dcm")
+    # Everything up to the SOP Instance UID (what pynetdicom reads to send it), then a Study
+    # Date that claims 255 bytes and has 4: a data set cut in the middle of an element.
+    cut = good.index(b"\x08\x00\x20\x00DA")
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(good[:cut] + b"\x08\x00\x20\x00DA\xff\x002026")
+
+    ae = AE(ae_title="DCMTK")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(dimse.host, dimse.port, ae_title=dimse.ae_title)
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(no_uids).Status == 0xC000
+        assert assoc.send_c_store(garbage).Status not in (0x0000, None)
+        assert stored() == 0
+        assert assoc.send_c_store(sample("CT_small.dcm")).Status == 0x0000
+        assert assoc.send_c_echo().Status == 0x0000
+        assert stored() == 1
+    finally:
+        assoc.release()
