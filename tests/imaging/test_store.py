@@ -47,10 +47,22 @@ def test_chunked_sealing_detects_tampering(platform: Platform, tenant: str) -> N
         sealing.seal_stream(keys, tenant, "i1", [data[:5], data[5:]], len(data), 64 * 1024)
     )
     assert sealing.open_blob(keys, tenant, "i1", streamed) == data
+
+    def flipped(offset: int) -> bytes:
+        # One bit flipped at a fixed place. (The former bytes.replace of blob[100] by NUL hit
+        # the header's first NUL and changed nothing whenever blob[100] was itself NUL: a
+        # 1-in-256 failure that reddened CI.)
+        out = bytearray(blob)
+        out[offset] ^= 0x01
+        return bytes(out)
+
     for bad in (
         blob[:-1],
         blob[:16] + blob[16 + 65569 :],
-        bytes(blob).replace(blob[100:101], b"\x00", 1),
+        flipped(100),  # ciphertext of segment 0
+        flipped(16 + 65569 + 40),  # ciphertext of segment 1
+        flipped(7),  # the header's chunk size
+        flipped(15),  # the header's total size
     ):
         with pytest.raises(DecryptionError):
             sealing.open_blob(keys, tenant, "i1", bytes(bad))
