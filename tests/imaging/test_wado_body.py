@@ -14,13 +14,19 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from imaging_helpers import TENANT, sample_bytes
+from prometheus_client import REGISTRY
 from pydicom.uid import generate_uid
+from sqlalchemy import select, update
 
 from hdsvault.access.roles import Role
 from hdsvault.access.tokens import create_token
 from hdsvault.api import dicomweb
 from hdsvault.api.app import create_app
-from hdsvault.imaging import multipart
+from hdsvault.blobs import inline
+from hdsvault.crypto.errors import DecryptionError
+from hdsvault.db.schema import blob_chunks, journal_entries
+from hdsvault.imaging import multipart, retrieve, sealing
+from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.platform import Platform
 
@@ -38,6 +44,50 @@ def test_frame_is_byte_exact() -> None:
     assert multipart.framed_length([(items[0][0], 3), (items[1][0], 0)], "XYZ") == len(body)
     parts = multipart.parse(body, "XYZ")
     assert [p.body for p in parts] == [b"ABC", b""]
+
+
+def test_frame_into_leaves_each_part_its_place() -> None:
+    """Filled in, the body of ``frame_into`` is what ``frame`` yields, byte for byte."""
+    items = [("application/dicom; transfer-syntax=1.2.3", b"ABC"), ("a/b", b""), ("c/d", b"xy")]
+    body, slots = multipart.frame_into([(t, len(b)) for t, b in items], "XYZ")
+    assert [slot.nbytes for slot in slots] == [3, 0, 2]
+    for slot, (_t, data) in zip(slots, items, strict=True):
+        slot[:] = data
+    assert bytes(body) == b"".join(multipart.frame(((t, [b]) for t, b in items), "XYZ"))
+    empty, none = multipart.frame_into([], "XYZ")
+    assert bytes(empty) == b"--XYZ--\r\n" and none == []
+
+
+def test_open_blob_into_refuses_tampering_and_leaves_no_plaintext(
+    platform: Platform, tenant: str
+) -> None:
+    """Decrypted in place, as a retrieval does: a segment that fails leaves the output zeroed
+    (no unauthenticated or earlier plaintext), and a blob whose size is not the indexed one is
+    refused before anything is written."""
+    with platform.engine.connect() as conn:
+        keys = platform.keyring.data_keys(conn, tenant)
+    data = bytes(range(256)) * 300  # 76,800 bytes: three segments of 32 KiB
+    blob = sealing.seal(keys, tenant, "i1", data, 32 * 1024)
+    out = bytearray(len(data) + 5)
+    assert sealing.open_blob_into(keys, tenant, "i1", bytes(blob), out) == len(data)
+    assert out[: len(data)] == data and out[len(data) :] == bytes(5)
+    tampered = bytearray(blob)
+    tampered[-3] ^= 0x01  # last segment's tag: the first two open, then it fails
+    out = bytearray(len(data))
+    with pytest.raises(DecryptionError):
+        sealing.open_blob_into(keys, tenant, "i1", bytes(tampered), out)
+    assert out == bytes(len(data))
+    with pytest.raises(ValueError):
+        sealing.open_blob_into(keys, tenant, "i1", bytes(blob), bytearray(len(data) - 1))
+    store = ImagingStore(platform)
+    try:
+        ref = retrieve.InstanceRef("i1", "s", "se", "1.2", "1.2.840.10008.1.2.1", 10, "k", None)
+        shorter = memoryview(bytearray(10))
+        with pytest.raises(ImagingError) as caught:
+            retrieve.read_into(store, tenant, ref, keys, shorter, bytes(blob))
+        assert caught.value.kind is Kind.UNAVAILABLE and shorter == bytes(10)
+    finally:
+        store.close()
 
 
 def test_coalesce_joins_small_pieces_and_passes_large_ones() -> None:
@@ -126,6 +176,75 @@ def test_streamed_retrieval_is_the_whole_body(
             assert not any(_identity(f)[1][:64] in r.content for f in files)
     finally:
         store.close()
+
+
+def test_wado_refusals(platform: Platform, tenant: str) -> None:
+    """The WADO-RS endpoint (outside FastAPI's dependencies) refuses as the rest of the API:
+    401 journaled without a valid token, 404 for an unknown establishment or study, 406 for
+    a type it does not serve; and an instance whose blob was tampered with fails the whole
+    retrieval (503) without a byte of any instance in the answer."""
+    app = create_app(platform)
+    token = create_token(
+        platform.engine, tenant=tenant, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="t"
+    ).token
+    auth = {"Authorization": f"Bearer {token}"}
+    files = _study(3)
+    study = str(pydicom.dcmread(io.BytesIO(files[0]), stop_before_pixels=True).StudyInstanceUID)
+    base = f"/dicomweb/{TENANT}"
+    boundary = multipart.new_boundary()
+    with TestClient(app) as client:
+        stow = client.post(
+            base + "/studies",
+            content=b"".join(
+                multipart.frame((("application/dicom", [f]) for f in files), boundary)
+            ),
+            headers={
+                **auth,
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            },
+        )
+        assert stow.status_code == 200, stow.text
+        url = f"{base}/studies/{study}"
+        for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+            r = client.get(url, headers={**headers, **ACCEPT})
+            assert r.status_code == 401 and "Bearer" in r.headers["www-authenticate"]
+            assert b"DICM" not in r.content
+        with platform.engine.connect() as conn:
+            denials = conn.execute(
+                select(journal_entries.c.event_type).where(
+                    journal_entries.c.event_type.like("auth.denied:%")
+                )
+            ).all()
+        assert len(denials) == 2
+        assert client.get(f"/dicomweb/abc/studies/{study}", headers=auth).status_code == 404
+        assert client.get(f"/dicomweb/130786049/studies/{study}", headers=auth).status_code == 403
+        assert client.get(f"{base}/studies/1.2.3.4", headers={**auth, **ACCEPT}).status_code == 404
+        r = client.get(url, headers={**auth, "Accept": "application/json"})
+        assert r.status_code == 406
+        served = {"method": "GET", "route": "/dicomweb/{finess}/studies/{study}", "status": "200"}
+        before = REGISTRY.get_sample_value("hdsvault_http_requests_total", served) or 0
+        assert client.get(url, headers={**auth, **ACCEPT}).status_code == 200
+        assert REGISTRY.get_sample_value("hdsvault_http_requests_total", served) == before + 1
+
+        store: ImagingStore = app.state.imaging_store
+        with platform.engine.connect() as conn:
+            refs = retrieve.find(conn, store, tenant, [study])
+        victim = refs[1]
+        sealed = bytearray(retrieve._sealed(store, victim.blob_key))
+        sealed[200] ^= 0x01
+        if inline.is_inline(victim.blob_key):
+            with platform.engine.begin() as conn:
+                conn.execute(
+                    update(blob_chunks)
+                    .where(blob_chunks.c.blob_key == victim.blob_key)
+                    .values(data=bytes(sealed))
+                )
+        else:
+            store.blobs.put(victim.blob_key, bytes(sealed))
+        r = client.get(url, headers={**auth, **ACCEPT})
+        assert r.status_code == 503, r.text
+        assert b"DICM" not in r.content
+        assert not any(_identity(f)[1][:64] in r.content for f in files)
 
 
 def _source(n: int, produced: list[int], closed: threading.Event) -> Iterator[bytes]:

@@ -8,10 +8,10 @@ segment when streamed).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, Table, bindparam, func, select
 
@@ -30,6 +30,8 @@ from hdsvault.imaging.store import ImagingStore
 from hdsvault.journal.entry import Outcome
 from hdsvault.journal.group_commit import JournalUnavailable, Pending
 from hdsvault.records.model import Caller
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -220,15 +222,22 @@ def locate(
     return found.refs
 
 
+Layout = Callable[[list["InstanceRef"]], tuple[bytearray, list[memoryview]]]
+"""Where a retrieval opens its instances: for the instances found, a body and, per instance,
+the writable view its plaintext goes to (e.g. :func:`hdsvault.imaging.multipart.frame_into`)."""
+
+
 @dataclass(frozen=True)
 class Retrieval:
-    """Located instances, journaled durably; ``files`` holds them opened when they fit the
-    caller's memory budget (else None: open them with :func:`stream`, with ``keys``, the
-    tenant's data keys looked up by the retrieval)."""
+    """Located instances, journaled durably. When they fit the caller's memory budget they are
+    opened already: into ``body`` if the caller gave a layout, else as ``files``; otherwise
+    both are None: open them with :func:`stream`, with ``keys``, the tenant's data keys looked
+    up by the retrieval."""
 
     refs: list[InstanceRef]
     files: list[bytes] | None
     keys: DataKeys
+    body: bytearray | None = None
 
 
 def retrieve(
@@ -239,8 +248,10 @@ def retrieve(
     sop_uids: Sequence[str] = (),
     *,
     in_memory: int,
+    layout: Layout | None = None,
 ) -> Retrieval:
-    """:func:`locate`, and the files opened if they total at most ``in_memory`` bytes.
+    """:func:`locate`, and the files opened if they total at most ``in_memory`` bytes (into
+    the body ``layout`` builds, when given).
 
     The files are read (inline blobs: with the lookup) and decrypted while the journal entry
     is being flushed, and returned only once it is durable: a small study costs one flush
@@ -250,17 +261,21 @@ def retrieve(
         store, caller, study_uids, series_uids, sop_uids, "instances", in_memory=in_memory
     )
     refs, keys = found.refs, found.keys
-    files = None
+    files = body = None
     try:
         if refs and sum(r.size for r in refs) <= in_memory:
-            files = [
-                read(store, caller.tenant, r, keys, found.sealed.get(r.blob_key)) for r in refs
-            ]
+            tenant, sealed = caller.tenant, found.sealed
+            if layout is None:
+                files = [read(store, tenant, r, keys, sealed.get(r.blob_key)) for r in refs]
+            else:
+                body, slots = layout(refs)
+                for r, slot in zip(refs, slots, strict=True):
+                    read_into(store, tenant, r, keys, slot, sealed.get(r.blob_key))
     finally:
         _durable(found.pending)
     if not refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
-    return Retrieval(refs, files, keys)
+    return Retrieval(refs, files, keys, body)
 
 
 def data_keys(store: ImagingStore, tenant: str) -> DataKeys:
@@ -278,6 +293,36 @@ def read(
 ) -> bytes:
     """The DICOM file of ``ref`` (its sealed ``blob`` if read already), opened (call only
     after :func:`locate`)."""
+    return _opened(store, tenant, ref, blob, lambda r, b: sealing.open_blob(keys, tenant, r.id, b))
+
+
+def read_into(
+    store: ImagingStore,
+    tenant: str,
+    ref: InstanceRef,
+    keys: DataKeys,
+    out: memoryview,
+    blob: bytes | None = None,
+) -> None:
+    """:func:`read` straight into ``out``, exactly ``ref.size`` bytes long (the size the index
+    recorded; a blob that opens to another size is refused)."""
+
+    def into(r: InstanceRef, b: bytes) -> None:
+        if sealing.plaintext_size(b) != out.nbytes:
+            raise DecryptionError(f"holds another size than the {out.nbytes} bytes indexed")
+        sealing.open_blob_into(keys, tenant, r.id, b, out)
+
+    _opened(store, tenant, ref, blob, into)
+
+
+def _opened(
+    store: ImagingStore,
+    tenant: str,
+    ref: InstanceRef,
+    blob: bytes | None,
+    opener: Callable[[InstanceRef, bytes], _T],
+) -> _T:
+    """``opener(ref, sealed blob)``, the blob read unless given; failures as ImagingError."""
     try:
         if blob is None:
             try:
@@ -285,7 +330,7 @@ def read(
             except BlobNotFound:
                 ref = _moved(store, tenant, ref)
                 blob = _sealed(store, ref.blob_key)
-        return sealing.open_blob(keys, tenant, ref.id, blob)
+        return opener(ref, blob)
     except BlobNotFound:
         raise ImagingError(Kind.UNAVAILABLE, f"instance {ref.id}: blob missing") from None
     except (BlobError, DecryptionError) as exc:

@@ -107,19 +107,44 @@ def open_blob(keys: DataKeys, tenant: str, item: str, blob: bytes) -> bytes:
     """The plaintext of a whole blob; any tampering raises :class:`DecryptionError`."""
     view = memoryview(blob)
     chunk, size = _header(view)
+    if segments(size, chunk) == 1 and view.nbytes == sealed_size(size, chunk):
+        return keys.open(view[HEADER.size :], _ctx(tenant, item, 0, 1, chunk, size))
+    out = bytearray(size)
+    open_blob_into(keys, tenant, item, blob, out)
+    return bytes(out)
+
+
+def plaintext_size(blob: bytes | memoryview) -> int:
+    """The plaintext size a blob's header declares (authenticated only when it is opened)."""
+    return _header(blob)[1]
+
+
+def open_blob_into(
+    keys: DataKeys, tenant: str, item: str, blob: bytes | memoryview, out: memoryview | bytearray
+) -> int:
+    """Open a whole blob straight into ``out`` (at least :func:`plaintext_size` bytes long);
+    returns the plaintext size. Same checks as :func:`open_blob`, and no plaintext copy: a
+    retrieval decrypts each instance into its place in the response body. On failure the
+    segments written so far are zeroed (unauthenticated plaintext never stays behind)."""
+    view = memoryview(blob)
+    chunk, size = _header(view)
     n = segments(size, chunk)
     if view.nbytes != sealed_size(size, chunk):
         raise DecryptionError(f"instance blob {item} has the wrong length")
-    if n == 1:
-        return keys.open(view[HEADER.size :], _ctx(tenant, item, 0, 1, chunk, size))
-    out = bytearray(size)
+    dest = memoryview(out)
+    if dest.nbytes < size:
+        raise ValueError(f"output buffer holds {dest.nbytes} bytes, the instance needs {size}")
     pos, dst = HEADER.size, 0
-    for i in range(n):
-        plain = min(chunk, size - i * chunk)
-        seg = view[pos : pos + plain + OVERHEAD]
-        dst += keys.open_into(seg, _ctx(tenant, item, i, n, chunk, size), memoryview(out)[dst:])
-        pos += plain + OVERHEAD
-    return bytes(out)
+    try:
+        for i in range(n):
+            plain = min(chunk, size - i * chunk)
+            seg = view[pos : pos + plain + OVERHEAD]
+            dst += keys.open_into(seg, _ctx(tenant, item, i, n, chunk, size), dest[dst:])
+            pos += plain + OVERHEAD
+    except DecryptionError:
+        dest[:dst] = bytes(dst)
+        raise
+    return size
 
 
 def open_stream(keys: DataKeys, tenant: str, item: str, parts: Iterable[bytes]) -> Iterator[bytes]:
