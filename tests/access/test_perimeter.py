@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 
 from hdsvault.access.roles import Role
+from hdsvault.api.perimeter import REFUSALS
 
 from .kit import local_token
 
@@ -137,3 +139,44 @@ def test_slow_clients_are_cut(make_edge_platform, serve) -> None:  # type: ignor
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # a normal client works
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def _head_refused(port: int, head: bytes) -> bytes:
+    """What the server answers a request whose head is ``head``, until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(head)  # may be cut while the head is still being sent: refused early
+        answer = b""
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def test_oversized_heads_are_refused_by_the_protocol(make_edge_platform, serve) -> None:  # type: ignore[no-untyped-def]
+    """A head over twice max_header_bytes (at least 64 KiB) never reaches the application:
+    400 and the connection closed (llhttp does not bound heads: our protocol does), in one
+    header, in many, in the request line. Under it the perimeter answers 431, and the
+    listener goes on serving."""
+    platform = make_edge_platform(perimeter=LIMITS)
+    group = serve(platform)
+    port = group.listeners[0].port
+    for head in (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"z" * 70_000 + b"\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(1000))
+        + b"\r\n",
+        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ):
+        answer = _head_refused(port, head)
+        assert answer.startswith(b"HTTP/1.1 400") or answer == b"", answer[:100]
+    assert _head_refused(
+        port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-F: " + b"z" * 9000 + b"\r\n\r\n"
+    ).startswith(b"HTTP/1.1 431")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+    refused = REFUSALS.labels("header-size")._value.get()
+    assert refused >= 3

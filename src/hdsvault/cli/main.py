@@ -124,6 +124,8 @@ def _serve_workers(cfg: Settings, host: str, port: int, n_workers: int) -> None:
     """Several HTTP worker processes under uvicorn's supervisor (this process)."""
     import uvicorn
 
+    from hdsvault.api.listeners import GuardedHttpToolsProtocol
+
     metrics_dir = cfg.data_dir / "run" / "prometheus"
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
@@ -141,7 +143,7 @@ def _serve_workers(cfg: Settings, host: str, port: int, n_workers: int) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
-        h11_max_incomplete_event_size=64 * 1024,
+        http=GuardedHttpToolsProtocol,  # head time-out 10 s, head limit 64 KiB
         timeout_keep_alive=5,
         # A worker importing the app on a loaded host can take longer than uvicorn's 5 s.
         timeout_worker_healthcheck=60,
