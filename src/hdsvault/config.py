@@ -176,6 +176,16 @@ class BlobSettings(BaseModel):
             "0: every instance goes to the backend"
         ),
     )
+    inline_cache_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        le=4 * 1024 * 1024 * 1024,
+        description=(
+            "sealed inline blobs kept in each server process's memory for retrievals (least "
+            "recently used out first; ciphertext only); 0: none, every retrieval reads them "
+            "from the index database"
+        ),
+    )
 
 
 class DicomPeerSettings(BaseModel):

@@ -182,7 +182,8 @@ def test_wado_refusals(platform: Platform, tenant: str) -> None:
     """The WADO-RS endpoint (outside FastAPI's dependencies) refuses as the rest of the API:
     401 journaled without a valid token, 404 for an unknown establishment or study, 406 for
     a type it does not serve; and an instance whose blob was tampered with fails the whole
-    retrieval (503) without a byte of any instance in the answer."""
+    retrieval (503) without a byte of any instance in the answer (once read from the
+    database, not from the process cache of sealed blobs)."""
     app = create_app(platform)
     token = create_token(
         platform.engine, tenant=tenant, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="t"
@@ -241,6 +242,9 @@ def test_wado_refusals(platform: Platform, tenant: str) -> None:
                 )
         else:
             store.blobs.put(victim.blob_key, bytes(sealed))
+        # The study was retrieved above: its sealed blobs are in the process cache, which
+        # would serve the authentic bytes (test_inline_cache.py). Dropped, they are read again.
+        store.inline_cache.discard([r.blob_key for r in refs])
         r = client.get(url, headers={**auth, **ACCEPT})
         assert r.status_code == 503, r.text
         assert b"DICM" not in r.content

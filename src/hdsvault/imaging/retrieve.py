@@ -170,7 +170,7 @@ def _located(
             keys = store.keys(conn, caller.tenant)
         small = [r.blob_key for r in refs if inline.is_inline(r.blob_key)]
         fits = in_memory and small and sum(r.size for r in refs) <= in_memory
-        sealed = inline.fetch(conn, small) if fits else {}
+        sealed = store.inline_cache.fetch(conn, small) if fits else {}
     detail = journaling.seal_detail(
         keys,
         caller,

@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hdsvault.access.decision import Operation
 from hdsvault.blobs import BlobError, BlobStore, inline, open_blob_store
+from hdsvault.blobs.cache import SealedBlobCache
 from hdsvault.crypto.aead import DataKeys, SealContext
 from hdsvault.crypto.blind_index import BlindIndex
 from hdsvault.crypto.keyring import DATA, TenantKeysMissing
@@ -158,6 +159,7 @@ class ImagingStore:
         self.blobs = blobs or open_blob_store(platform.settings, platform.engine)
         self.chunk = platform.settings.blobs.chunk_bytes
         self.inline_max = platform.settings.blobs.inline_max_bytes
+        self.inline_cache = SealedBlobCache(platform.settings.blobs.inline_cache_bytes)
         self._fhir = fhir
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob-put")

@@ -1,0 +1,109 @@
+"""The process cache of sealed inline blobs (blobs/cache.py): what it serves, what it keeps,
+and what it does not see (a blob altered in the database after it was cached: the retrieval
+serves the authentic bytes first read, and ``verify`` names the alteration)."""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+import pytest
+from imaging_helpers import sample_bytes
+from pydicom.uid import generate_uid
+from sqlalchemy import delete, select, update
+
+from hdsvault.blobs import inline
+from hdsvault.blobs.cache import SealedBlobCache
+from hdsvault.db.engine import read_connection
+from hdsvault.db.schema import blob_chunks
+from hdsvault.imaging import retrieve
+from hdsvault.imaging.errors import ImagingError, Kind
+from hdsvault.imaging.store import ImagingStore
+from hdsvault.integrity.blob_hashes import check_blobs
+from hdsvault.platform import Platform
+from hdsvault.records.model import Caller
+
+
+def _blobs(platform: Platform, tenant: str, sizes: list[int]) -> dict[str, bytes]:
+    blobs = {inline.inline_key(tenant, f"b{i}"): bytes([i]) * n for i, n in enumerate(sizes)}
+    with platform.engine.begin() as conn:
+        inline.put_in(conn, list(blobs.items()))
+    return blobs
+
+
+def _fetch(platform: Platform, cache: SealedBlobCache, keys: list[str]) -> dict[str, bytes]:
+    with read_connection(platform.engine) as conn:
+        return cache.fetch(conn, keys)
+
+
+def test_served_from_memory_once_read_and_bounded(platform: Platform, tenant: str) -> None:
+    blobs = _blobs(platform, tenant, [1000, 1000, 1000, 5000])
+    keys = list(blobs)
+    cache = SealedBlobCache(max_bytes=2500)
+    assert _fetch(platform, cache, keys[:2]) == {k: blobs[k] for k in keys[:2]}
+    with platform.engine.begin() as conn:  # the rows go: what is held is served
+        conn.execute(delete(blob_chunks).where(blob_chunks.c.blob_key.in_(keys[:2])))
+    assert _fetch(platform, cache, keys[:2]) == {k: blobs[k] for k in keys[:2]}
+    cache.discard([keys[0]])
+    assert _fetch(platform, cache, keys[:2]) == {keys[1]: blobs[keys[1]]}  # gone from both
+    # Least recently used out first: b1 was just used, b2 comes in, the bound is 2,500 bytes.
+    assert _fetch(platform, cache, [keys[2]]) == {keys[2]: blobs[keys[2]]}
+    assert len(cache) == 2
+    assert _fetch(platform, cache, [keys[3]]) == {keys[3]: blobs[keys[3]]}  # over the bound
+    assert len(cache) == 2  # read, not kept
+    off = SealedBlobCache(max_bytes=0)
+    assert _fetch(platform, off, [keys[2]]) == {keys[2]: blobs[keys[2]]}
+    assert len(off) == 0
+
+
+def _study(n: int) -> tuple[str, list[bytes]]:
+    ds = pydicom.dcmread(io.BytesIO(sample_bytes("CT_small.dcm")))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    files = []
+    for _ in range(n):
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        files.append(buf.getvalue())
+    return str(ds.StudyInstanceUID), files
+
+
+def _tamper(platform: Platform, key: str) -> None:
+    with platform.engine.begin() as conn:
+        sealed = bytearray(
+            conn.execute(
+                select(blob_chunks.c.data).where(blob_chunks.c.blob_key == key)
+            ).scalar_one()
+        )
+        sealed[100] ^= 0x01
+        conn.execute(
+            update(blob_chunks).where(blob_chunks.c.blob_key == key).values(data=bytes(sealed))
+        )
+
+
+@pytest.mark.parametrize("cache_bytes", [64 << 20, 0], ids=["cached", "uncached"])
+def test_a_blob_altered_after_it_was_cached(
+    platform: Platform, caller: Caller, cache_bytes: int
+) -> None:
+    """Cached: the next retrieval serves the authentic bytes first read (never the altered
+    ones) and ``verify`` names the altered blob. Without the cache: the retrieval fails."""
+    platform.settings.blobs.inline_cache_bytes = cache_bytes
+    store = ImagingStore(platform)
+    try:
+        study, files = _study(3)
+        store.store_many(caller, files, source="test")
+        first = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+        assert first.files is not None and sorted(first.files) == sorted(files)
+        _tamper(platform, first.refs[1].blob_key)
+        if cache_bytes:
+            again = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+            assert again.files == first.files
+        else:
+            with pytest.raises(ImagingError) as failed:
+                retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+            assert failed.value.kind is Kind.UNAVAILABLE
+        report = check_blobs(platform)
+        assert [f.problem for f in report.findings] == ["content differs from its SHA-256"]
+    finally:
+        store.close()
