@@ -401,7 +401,7 @@ _WADO_ROUTES = [
         "/studies/{study}/series/{series}/instances/{sop}",
     )
 ]
-router.routes.extend(_WADO_ROUTES)
+router.routes[:0] = _WADO_ROUTES  # matched first: the hot path
 
 
 def _settle(future: asyncio.Future[None]) -> None:
