@@ -9,12 +9,15 @@ these inside its body failed in the full suite). This name is unique, like
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 from hdsvault.dicom.server import DimseServer
 from hdsvault.platform import Platform
@@ -55,6 +58,22 @@ class Dimse:
     port: int
     ae_title: str
     move_port: int  # where the MOVEDEST peer (movescu / a test SCP) listens
+
+
+def study_files(n: int) -> tuple[str, list[bytes]]:
+    """``n`` clones of CT_small.dcm in one new study and series (fresh UIDs, instance numbers
+    1..n): the study's UID and the Part 10 files."""
+    ds = pydicom.dcmread(io.BytesIO(sample_bytes("CT_small.dcm")))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    files = []
+    for i in range(n):
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        files.append(buf.getvalue())
+    return str(ds.StudyInstanceUID), files
 
 
 def dcmtk(tool: str) -> str:

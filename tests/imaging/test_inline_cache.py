@@ -4,12 +4,8 @@ serves the authentic bytes first read, and ``verify`` names the alteration)."""
 
 from __future__ import annotations
 
-import io
-
-import pydicom
 import pytest
-from imaging_helpers import sample_bytes
-from pydicom.uid import generate_uid
+from imaging_helpers import study_files
 from sqlalchemy import delete, select, update
 
 from hdsvault.blobs import inline
@@ -56,19 +52,6 @@ def test_served_from_memory_once_read_and_bounded(platform: Platform, tenant: st
     assert len(off) == 0
 
 
-def _study(n: int) -> tuple[str, list[bytes]]:
-    ds = pydicom.dcmread(io.BytesIO(sample_bytes("CT_small.dcm")))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    files = []
-    for _ in range(n):
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        files.append(buf.getvalue())
-    return str(ds.StudyInstanceUID), files
-
-
 def _tamper(platform: Platform, key: str) -> None:
     with platform.engine.begin() as conn:
         sealed = bytearray(
@@ -91,7 +74,7 @@ def test_a_blob_altered_after_it_was_cached(
     platform.settings.blobs.inline_cache_bytes = cache_bytes
     store = ImagingStore(platform)
     try:
-        study, files = _study(3)
+        study, files = study_files(3)
         store.store_many(caller, files, source="test")
         first = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
         assert first.files is not None and sorted(first.files) == sorted(files)

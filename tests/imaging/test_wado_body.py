@@ -13,9 +13,8 @@ from datetime import timedelta
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from imaging_helpers import TENANT, sample_bytes
+from imaging_helpers import TENANT, study_files
 from prometheus_client import REGISTRY
-from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 
 from hdsvault.access.roles import Role
@@ -100,19 +99,11 @@ def test_coalesce_joins_small_pieces_and_passes_large_ones() -> None:
     assert alone[0] is big  # a piece of the size or more is not copied
 
 
-def _study(n: int) -> list[bytes]:
-    """``n`` clones of CT_small.dcm in one study and series (fresh SOP Instance UIDs)."""
-    ds = pydicom.dcmread(io.BytesIO(sample_bytes("CT_small.dcm")))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    out = []
-    for i in range(n):
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = i + 1
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        out.append(buf.getvalue())
-    return out
+def _radiologist(platform: Platform, tenant: str) -> dict[str, str]:
+    token = create_token(
+        platform.engine, tenant=tenant, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="t"
+    ).token
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _identity(data: bytes) -> tuple[str, bytes]:
@@ -133,12 +124,8 @@ def test_streamed_retrieval_is_the_whole_body(
     if chunk is not None:
         store.chunk = chunk  # instances sealed in several segments, opened segment by segment
     app.state.imaging_store = store
-    token = create_token(
-        platform.engine, tenant=tenant, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="t"
-    ).token
-    auth = {"Authorization": f"Bearer {token}"}
-    files = _study(7)
-    study = str(pydicom.dcmread(io.BytesIO(files[0]), stop_before_pixels=True).StudyInstanceUID)
+    auth = _radiologist(platform, tenant)
+    study, files = study_files(7)
     base = f"/dicomweb/{TENANT}"
     try:
         with TestClient(app) as client:
@@ -185,12 +172,8 @@ def test_wado_refusals(platform: Platform, tenant: str) -> None:
     retrieval (503) without a byte of any instance in the answer (once read from the
     database, not from the process cache of sealed blobs)."""
     app = create_app(platform)
-    token = create_token(
-        platform.engine, tenant=tenant, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="t"
-    ).token
-    auth = {"Authorization": f"Bearer {token}"}
-    files = _study(3)
-    study = str(pydicom.dcmread(io.BytesIO(files[0]), stop_before_pixels=True).StudyInstanceUID)
+    auth = _radiologist(platform, tenant)
+    study, files = study_files(3)
     base = f"/dicomweb/{TENANT}"
     boundary = multipart.new_boundary()
     with TestClient(app) as client:
