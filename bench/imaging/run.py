@@ -1,10 +1,13 @@
 """Imaging ingest and retrieval, hdsvault beside Orthanc on the same files in the same run.
 
     python bench/imaging/run.py [--instances 400] [--large-instances 200] [--per-study 40]
-                                [--stow-batch 50] [--wado-rounds 10] [--concurrency 1]
+                                [--stow-batch 50] [--wado-rounds 10] [--store-rounds 4]
+                                [--concurrency 1]
 
 - C-STORE ingest: dcmtk ``storescu`` (the same binary for both targets), one association per
-  unit of concurrency, each sending its share of the files;
+  unit of concurrency, each sending its share of the files, in ``--store-rounds`` rounds
+  alternating between the peers (each peer gets every file once; a drift of the machine's
+  speed weighs on both alike; each round starts its own ``storescu``, for both);
 - STOW-RS ingest: HTTP clients (as many as the concurrency) post multipart/related batches;
 - WADO-RS retrieval: every study fetched as multipart/related ``--wado-rounds`` times, the
   rounds alternating between the peers, each after one untimed request (first-request
@@ -329,25 +332,32 @@ def wait_for_fhir_sync(platform: Platform, timeout: float = 120) -> None:
 
 @dataclass
 class Sample:
-    """The files of one instance size: one set for C-STORE (split into one directory per
-    association), another (fresh UIDs) for STOW-RS and WADO-RS."""
+    """The files of one instance size: one set for C-STORE (split into rounds, each round into
+    one directory per association), another (fresh UIDs) for STOW-RS and WADO-RS."""
 
     label: str
     n: int
-    dirs: list[Path]
+    rounds: list[list[Path]]
     stow_files: list[bytes]
     sent: dict[str, bytes]
     studies: list[str]
     mb: float
 
 
-def make_sample(work: Path, edge: int, n: int, per_study: int, n_conc: int) -> Sample:
+def make_sample(
+    work: Path, edge: int, n: int, per_study: int, n_conc: int, n_rounds: int
+) -> Sample:
     root = work / f"edge{edge}"
     dimse_files = make_files(root / "dimse", n, per_study, edge)
-    dirs = [root / "dimse" / f"a{i}" for i in range(n_conc)]
-    for i, p in enumerate(dimse_files):
-        dirs[i % n_conc].mkdir(exist_ok=True)
-        p.rename(dirs[i % n_conc] / p.name)
+    per_round = -(-n // n_rounds)
+    rounds = [
+        [root / "dimse" / f"r{r}" / f"a{i}" for i in range(n_conc)]
+        for r in range(-(-n // per_round))
+    ]
+    for i, p in enumerate(dimse_files):  # contiguous per round (studies stay together)
+        target = rounds[i // per_round][i % n_conc]
+        target.mkdir(parents=True, exist_ok=True)
+        p.rename(target / p.name)
     stow_paths = make_files(root / "stow", n, per_study, edge)
     studies = {
         str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in stow_paths
@@ -355,11 +365,11 @@ def make_sample(work: Path, edge: int, n: int, per_study: int, n_conc: int) -> S
     return Sample(
         SAMPLES[edge],
         n,
-        dirs,
+        [[d for d in r if d.is_dir()] for r in rounds],
         [p.read_bytes() for p in stow_paths],
         pixel_data(stow_paths),
         sorted(studies),
-        sum(p.stat().st_size for p in root.glob("dimse/a*/*.dcm")) / 1e6,
+        sum(p.stat().st_size for p in root.glob("dimse/r*/a*/*.dcm")) / 1e6,
     )
 
 
@@ -376,6 +386,12 @@ def main() -> int:
         type=int,
         default=10,
         help="times every study is fetched, alternating between the peers (after warm-up)",
+    )
+    ap.add_argument(
+        "--store-rounds",
+        type=int,
+        default=4,
+        help="C-STORE files sent in this many rounds, alternating between the peers",
     )
     ap.add_argument(
         "--concurrency",
@@ -401,7 +417,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hdsv-bench-img-") as tmp:
         work = Path(tmp)
         sizes = [(128, args.instances), (512, args.large_instances)]
-        samples = [make_sample(work, e, n, args.per_study, n_conc) for e, n in sizes if n > 0]
+        samples = [
+            make_sample(work, e, n, args.per_study, n_conc, args.store_rounds)
+            for e, n in sizes
+            if n > 0
+        ]
 
         http_port, dport = _port(), _port()
         config = work / "hdsvault.toml"
@@ -432,15 +452,18 @@ def main() -> int:
             with Orthanc(work / "orthanc") as orthanc:
                 o_base = f"{orthanc.url}/dicom-web"
                 for sample in samples:
-                    dirs = sample.dirs
                     flush = flush_ms(probe)
-                    t_hv = storescu(dhost, dport, settings.dicom.ae_title, dirs)
-                    wait_for_fhir_sync(platform)
-                    t_or = storescu("127.0.0.1", orthanc.dicom_port, "ORTHANC", dirs)
+                    t_hv = t_or = 0.0
+                    for dirs in sample.rounds:  # alternating, as WADO-RS below
+                        t_hv += storescu(dhost, dport, settings.dicom.ae_title, dirs)
+                        wait_for_fhir_sync(platform)
+                        t_or += storescu("127.0.0.1", orthanc.dicom_port, "ORTHANC", dirs)
                     rows.append(("C-STORE ingest (storescu)", sample, t_hv, t_or, flush))
                     flush = flush_ms(probe)
                     noop, noop_port = noop_scp(settings.dicom.max_pdu)
-                    t_noop = storescu("127.0.0.1", noop_port, "NOOP", dirs)
+                    t_noop = sum(
+                        storescu("127.0.0.1", noop_port, "NOOP", dirs) for dirs in sample.rounds
+                    )
                     noop.shutdown()
                     no_op = "C-STORE, no-op pynetdicom SCP as hdsvault"
                     rows.append((no_op, sample, t_noop, t_or, flush))
