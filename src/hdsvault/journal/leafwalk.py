@@ -26,6 +26,8 @@ from functools import partial
 
 from sqlalchemy import Connection, Engine
 
+from hdsvault.journal.store import LEAF_KEYS
+
 try:
     from hdsvault.journal import _leafwalk
 except ImportError:  # not built (no compiler or headers): the Python walk is used
@@ -89,12 +91,11 @@ def reader(conn: Connection, log_id: str) -> RangeReader | None:
 
 
 _COPY = (
-    "COPY (SELECT action, actor, actor_role, category, detail_sealed, event_type, log_id, "
-    "objects, on_behalf_of, outcome, patient, professional_id, purpose_of_use, request_id, seq, "
-    "severity, source_address, time, zone, leaf_hash, pruned FROM journal_entries "
+    f"COPY (SELECT {', '.join(LEAF_KEYS)}, leaf_hash, pruned FROM journal_entries "  # noqa: S608
     "WHERE log_id = {} AND seq >= {} AND seq < {} ORDER BY seq) TO STDOUT (FORMAT BINARY)"
 )
-"""The select list of ``_leafwalk.c`` (leaf keys in order, then leaf_hash and pruned)."""
+"""The select list ``_leafwalk.c`` parses: the leaf's keys in canonical order (``seq`` a real
+column here), then ``leaf_hash`` and ``pruned``; log and bounds are literals (psycopg's)."""
 
 
 def _copy_walk(engine: Engine, log_id: str, start: int, end: int, sizes: Sequence[int]) -> RawWalk:
