@@ -18,6 +18,7 @@ from pathlib import Path
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
+from sqlalchemy import Table, func, select
 
 from hdsvault.dicom.server import DimseServer
 from hdsvault.platform import Platform
@@ -58,6 +59,12 @@ class Dimse:
     port: int
     ae_title: str
     move_port: int  # where the MOVEDEST peer (movescu / a test SCP) listens
+
+
+def rows_in(platform: Platform, table: Table) -> int:
+    """How many rows ``table`` holds (what a store wrote, or did not)."""
+    with platform.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def study_files(n: int) -> tuple[str, list[bytes]]:

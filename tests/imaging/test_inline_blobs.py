@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from imaging_helpers import sample, sample_bytes
-from sqlalchemy import func, select, update
+from imaging_helpers import rows_in, sample, sample_bytes
+from sqlalchemy import select, update
 
 from hdsvault.blobs import inline
 from hdsvault.db.schema import blob_chunks, imaging_instances
@@ -40,11 +40,6 @@ def _keys(platform: Platform) -> dict[str, str]:
         return {str(i): str(k) for i, k in conn.execute(select(it.id, it.blob_key))}
 
 
-def _chunk_rows(platform: Platform) -> int:
-    with platform.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(blob_chunks)).scalar_one())
-
-
 def test_small_instances_live_in_the_index_large_ones_in_the_backend(
     platform: Platform, tenant: str, caller: Caller
 ) -> None:
@@ -56,7 +51,7 @@ def test_small_instances_live_in_the_index_large_ones_in_the_backend(
         assert [o.status for o in outcomes] == ["stored", "stored"]
         small_key, large_key = (_keys(platform)[str(o.instance_id)] for o in outcomes)
         assert inline.is_inline(small_key) and not inline.is_inline(large_key)
-        assert _chunk_rows(platform) == 1
+        assert rows_in(platform, blob_chunks) == 1
         on_disk = [p for p in (platform.settings.data_dir / "blobs").rglob("*") if p.is_file()]
         assert [p.name for p in on_disk] == [large_key.rsplit("/", 1)[1]]
         # read back: the single read, the stream
@@ -104,7 +99,7 @@ def test_a_failed_transaction_leaves_no_inline_blob(
     monkeypatch.setattr("hdsvault.imaging.journaling.record", broken)
     with pytest.raises(ImagingError, match="database unavailable"):
         imaging.store(caller, sample_bytes(SMALL), source="test")
-    assert _keys(platform) == {} and _chunk_rows(platform) == 0
+    assert _keys(platform) == {} and rows_in(platform, blob_chunks) == 0
 
 
 _CHILD = textwrap.dedent(
@@ -174,7 +169,7 @@ def test_killed_inside_the_transaction_leaves_neither_row_nor_blob(
     platform: Platform, tenant: str, tmp_path: Path, imaging: ImagingStore, caller: Caller
 ) -> None:
     assert _run_and_kill(platform, tenant, "in-transaction", tmp_path) == "in transaction"
-    assert _keys(platform) == {} and _chunk_rows(platform) == 0
+    assert _keys(platform) == {} and rows_in(platform, blob_chunks) == 0
     report = check_blobs(platform)
     assert report.ok and report.note == ""  # not even an orphan
     # the instance can be sent again and is stored
@@ -187,7 +182,7 @@ def test_killed_after_the_acknowledgement_keeps_row_and_blob(
     assert _run_and_kill(platform, tenant, "acknowledged", tmp_path) == "acknowledged stored"
     keys = _keys(platform)
     assert len(keys) == 1 and all(inline.is_inline(k) for k in keys.values())
-    assert _chunk_rows(platform) == 1
+    assert rows_in(platform, blob_chunks) == 1
     data = sample_bytes(SMALL)
     refs = retrieve.locate(imaging, caller, [parse(data).study_uid])
     keys = retrieve.data_keys(imaging, tenant)
@@ -196,7 +191,7 @@ def test_killed_after_the_acknowledgement_keeps_row_and_blob(
     assert report.ok and report.checked == 1 and report.note == ""
     # sent again (the peer did not see the acknowledgement): a duplicate, nothing added
     assert imaging.store(caller, data, source="test").status == "duplicate"
-    assert _chunk_rows(platform) == 1
+    assert rows_in(platform, blob_chunks) == 1
 
 
 def test_a_small_retrieval_reads_inline_blobs_with_its_lookup(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from imaging_helpers import Dimse, sample, sample_bytes
+from imaging_helpers import Dimse, rows_in, sample, sample_bytes
 from pydicom.uid import UID
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
@@ -95,15 +95,8 @@ def test_malformed_stores_are_refused_nothing_kept_and_the_listener_goes_on(
     from pydicom.uid import ExplicitVRLittleEndian
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
-    from sqlalchemy import func, select
 
     from hdsvault.db.schema import imaging_instances
-
-    def stored() -> int:
-        with platform.engine.connect() as conn:
-            return int(
-                conn.execute(select(func.count()).select_from(imaging_instances)).scalar_one()
-            )
 
     no_uids = dcmread(sample("CT_small.dcm"))
     del no_uids.StudyInstanceUID, no_uids.SeriesInstanceUID
@@ -122,9 +115,9 @@ def test_malformed_stores_are_refused_nothing_kept_and_the_listener_goes_on(
     try:
         assert assoc.send_c_store(no_uids).Status == 0xC000
         assert assoc.send_c_store(garbage).Status not in (0x0000, None)
-        assert stored() == 0
+        assert rows_in(platform, imaging_instances) == 0
         assert assoc.send_c_store(sample("CT_small.dcm")).Status == 0x0000
         assert assoc.send_c_echo().Status == 0x0000
-        assert stored() == 1
+        assert rows_in(platform, imaging_instances) == 1
     finally:
         assoc.release()

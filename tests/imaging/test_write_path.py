@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
-from imaging_helpers import sample_bytes
-from sqlalchemy import func, select
+from imaging_helpers import rows_in, sample_bytes
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from hdsvault.blobs import BlobError, BlobInfo, BlobStore, open_blob_store
@@ -61,11 +61,6 @@ class FlakyBlobs:
         self.inner.close()
 
 
-def _instances(platform: Platform) -> int:
-    with platform.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(imaging_instances)).scalar_one())
-
-
 def test_a_failed_blob_fails_only_its_instance(
     platform: Platform, tenant: str, caller: Caller
 ) -> None:
@@ -77,7 +72,7 @@ def test_a_failed_blob_fails_only_its_instance(
         outcomes = store.store_many(caller, files, source="test")
         assert [o.status for o in outcomes] == ["stored", "failed", "stored"]
         assert outcomes[1].error is not None and "storage failed" in outcomes[1].error.message
-        assert _instances(platform) == 2
+        assert rows_in(platform, imaging_instances) == 2
         keys = retrieve.data_keys(store, tenant)
         with platform.engine.connect() as conn:
             refs = retrieve.find(
@@ -103,7 +98,7 @@ def test_a_failed_transaction_leaves_no_blob(
         monkeypatch.setattr("hdsvault.imaging.journaling.record", broken)
         with pytest.raises(ImagingError, match="database unavailable"):
             store.store_many(caller, [sample_bytes(n) for n in NAMES], source="test")
-        assert _instances(platform) == 0
+        assert rows_in(platform, imaging_instances) == 0
         assert list(store.blobs.iter_keys(f"{tenant}/")) == []
     finally:
         store.close()
@@ -160,7 +155,7 @@ def test_a_single_instance_is_written_without_the_pool(
         outcome = store.store(caller, data, source="test")
         assert outcome.status == "failed"
         assert outcome.error is not None and outcome.error.kind.name == "UNAVAILABLE"
-        assert _instances(platform) == 0
+        assert rows_in(platform, imaging_instances) == 0
         assert list(inner.iter_keys(f"{tenant}/")) == []
         assert store.store(caller, sample_bytes(NAMES[1]), source="test").status == "stored"
     finally:
