@@ -18,8 +18,9 @@ from pathlib import Path
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, func, select, update
 
+from hdsvault.db.schema import blob_chunks
 from hdsvault.dicom.server import DimseServer
 from hdsvault.platform import Platform
 
@@ -65,6 +66,15 @@ def rows_in(platform: Platform, table: Table) -> int:
     """How many rows ``table`` holds (what a store wrote, or did not)."""
     with platform.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def alter_inline_blob(platform: Platform, key: str, offset: int) -> None:
+    """Flip one bit of an inline blob's sealed bytes, in the database, behind hdsvault's back."""
+    where = blob_chunks.c.blob_key == key
+    with platform.engine.begin() as conn:
+        sealed = bytearray(conn.execute(select(blob_chunks.c.data).where(where)).scalar_one())
+        sealed[offset] ^= 0x01
+        conn.execute(update(blob_chunks).where(where).values(data=bytes(sealed)))
 
 
 def study_files(n: int) -> tuple[str, list[bytes]]:

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from imaging_helpers import rows_in, sample, sample_bytes
-from sqlalchemy import select, update
+from imaging_helpers import alter_inline_blob, rows_in, sample, sample_bytes
+from sqlalchemy import select
 
 from hdsvault.blobs import inline
 from hdsvault.db.schema import blob_chunks, imaging_instances
@@ -75,13 +75,7 @@ def test_verify_finds_a_tampered_inline_blob(
     outcome = imaging.store(caller, sample_bytes(SMALL), source="test")
     key = _keys(platform)[str(outcome.instance_id)]
     assert inline.is_inline(key)
-    with platform.engine.begin() as conn:
-        data = conn.execute(select(blob_chunks.c.data).where(blob_chunks.c.blob_key == key))
-        sealed = bytearray(data.scalar_one())
-        sealed[-1] ^= 1
-        conn.execute(
-            update(blob_chunks).where(blob_chunks.c.blob_key == key).values(data=bytes(sealed))
-        )
+    alter_inline_blob(platform, key, -1)
     report = check_blobs(platform)
     assert [f.problem for f in report.findings] == ["content differs from its SHA-256"]
 

@@ -5,8 +5,8 @@ serves the authentic bytes first read, and ``verify`` names the alteration)."""
 from __future__ import annotations
 
 import pytest
-from imaging_helpers import study_files
-from sqlalchemy import delete, select, update
+from imaging_helpers import alter_inline_blob, study_files
+from sqlalchemy import delete
 
 from hdsvault.blobs import inline
 from hdsvault.blobs.cache import SealedBlobCache
@@ -52,19 +52,6 @@ def test_served_from_memory_once_read_and_bounded(platform: Platform, tenant: st
     assert len(off) == 0
 
 
-def _tamper(platform: Platform, key: str) -> None:
-    with platform.engine.begin() as conn:
-        sealed = bytearray(
-            conn.execute(
-                select(blob_chunks.c.data).where(blob_chunks.c.blob_key == key)
-            ).scalar_one()
-        )
-        sealed[100] ^= 0x01
-        conn.execute(
-            update(blob_chunks).where(blob_chunks.c.blob_key == key).values(data=bytes(sealed))
-        )
-
-
 @pytest.mark.parametrize("cache_bytes", [64 << 20, 0], ids=["cached", "uncached"])
 def test_a_blob_altered_after_it_was_cached(
     platform: Platform, caller: Caller, cache_bytes: int
@@ -78,7 +65,7 @@ def test_a_blob_altered_after_it_was_cached(
         store.store_many(caller, files, source="test")
         first = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
         assert first.files is not None and sorted(first.files) == sorted(files)
-        _tamper(platform, first.refs[1].blob_key)
+        alter_inline_blob(platform, first.refs[1].blob_key, 100)
         if cache_bytes:
             again = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
             assert again.files == first.files

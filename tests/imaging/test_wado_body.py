@@ -13,9 +13,9 @@ from datetime import timedelta
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from imaging_helpers import TENANT, study_files
+from imaging_helpers import TENANT, alter_inline_blob, study_files
 from prometheus_client import REGISTRY
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from hdsvault.access.roles import Role
 from hdsvault.access.tokens import create_token
@@ -23,10 +23,11 @@ from hdsvault.api import dicomweb
 from hdsvault.api.app import create_app
 from hdsvault.blobs import inline
 from hdsvault.crypto.errors import DecryptionError
-from hdsvault.db.schema import blob_chunks, journal_entries
+from hdsvault.db.schema import journal_entries
 from hdsvault.imaging import multipart, retrieve, sealing
 from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
+from hdsvault.journal import group_commit
 from hdsvault.platform import Platform
 
 ACCEPT = {"Accept": 'multipart/related; type="application/dicom"'}
@@ -99,6 +100,19 @@ def test_coalesce_joins_small_pieces_and_passes_large_ones() -> None:
     assert alone[0] is big  # a piece of the size or more is not copied
 
 
+def _stow(client: TestClient, auth: dict[str, str], files: list[bytes]) -> None:
+    boundary = multipart.new_boundary()
+    stow = client.post(
+        f"/dicomweb/{TENANT}/studies",
+        content=b"".join(multipart.frame((("application/dicom", [f]) for f in files), boundary)),
+        headers={
+            **auth,
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        },
+    )
+    assert stow.status_code == 200, stow.text
+
+
 def _radiologist(platform: Platform, tenant: str) -> dict[str, str]:
     token = create_token(
         platform.engine, tenant=tenant, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="t"
@@ -129,19 +143,7 @@ def test_streamed_retrieval_is_the_whole_body(
     base = f"/dicomweb/{TENANT}"
     try:
         with TestClient(app) as client:
-            boundary = multipart.new_boundary()
-            stow = client.post(
-                base + "/studies",
-                content=b"".join(
-                    multipart.frame((("application/dicom", [f]) for f in files), boundary)
-                ),
-                headers={
-                    **auth,
-                    "Content-Type": f'multipart/related; type="application/dicom"; '
-                    f"boundary={boundary}",
-                },
-            )
-            assert stow.status_code == 200, stow.text
+            _stow(client, auth, files)
             bodies = []
             for limit, piece in ((dicomweb.IN_MEMORY, dicomweb.STREAM_PIECE), (0, 10_000)):
                 monkeypatch.setattr(dicomweb, "IN_MEMORY", limit)
@@ -175,19 +177,8 @@ def test_wado_refusals(platform: Platform, tenant: str) -> None:
     auth = _radiologist(platform, tenant)
     study, files = study_files(3)
     base = f"/dicomweb/{TENANT}"
-    boundary = multipart.new_boundary()
     with TestClient(app) as client:
-        stow = client.post(
-            base + "/studies",
-            content=b"".join(
-                multipart.frame((("application/dicom", [f]) for f in files), boundary)
-            ),
-            headers={
-                **auth,
-                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-            },
-        )
-        assert stow.status_code == 200, stow.text
+        _stow(client, auth, files)
         url = f"{base}/studies/{study}"
         for headers in ({}, {"Authorization": "Bearer not-a-token"}):
             r = client.get(url, headers={**headers, **ACCEPT})
@@ -213,21 +204,35 @@ def test_wado_refusals(platform: Platform, tenant: str) -> None:
         store: ImagingStore = app.state.imaging_store
         with platform.engine.connect() as conn:
             refs = retrieve.find(conn, store, tenant, [study])
-        victim = refs[1]
-        sealed = bytearray(retrieve._sealed(store, victim.blob_key))
-        sealed[200] ^= 0x01
-        if inline.is_inline(victim.blob_key):
-            with platform.engine.begin() as conn:
-                conn.execute(
-                    update(blob_chunks)
-                    .where(blob_chunks.c.blob_key == victim.blob_key)
-                    .values(data=bytes(sealed))
-                )
-        else:
-            store.blobs.put(victim.blob_key, bytes(sealed))
+        assert all(inline.is_inline(r.blob_key) for r in refs)  # 39 KB: in the index database
+        alter_inline_blob(platform, refs[1].blob_key, 200)
         # The study was retrieved above: its sealed blobs are in the process cache, which
         # would serve the authentic bytes (test_inline_cache.py). Dropped, they are read again.
         store.inline_cache.discard([r.blob_key for r in refs])
+        r = client.get(url, headers={**auth, **ACCEPT})
+        assert r.status_code == 503, r.text
+        assert b"DICM" not in r.content
+        assert not any(_identity(f)[1][:64] in r.content for f in files)
+
+
+def test_no_trace_no_byte_on_the_in_place_path(
+    platform: Platform, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 2 where a study is decrypted into its body (within IN_MEMORY): the entry is
+    queued, the instances are opened while it is being flushed, and the flush fails. The
+    answer is 503 and holds no byte of any instance."""
+    app = create_app(platform)
+    auth = _radiologist(platform, tenant)
+    study, files = study_files(3)
+    url = f"/dicomweb/{TENANT}/studies/{study}"
+    with TestClient(app) as client:
+        _stow(client, auth, files)
+        assert client.get(url, headers={**auth, **ACCEPT}).status_code == 200  # cached, too
+
+        def failed_flush(*_args: object) -> int:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(group_commit, "append_many", failed_flush)
         r = client.get(url, headers={**auth, **ACCEPT})
         assert r.status_code == 503, r.text
         assert b"DICM" not in r.content
