@@ -76,14 +76,23 @@ def new_boundary() -> str:
     return "hdsvault-" + secrets.token_hex(16)
 
 
+def part_head(ctype: str, boundary: str) -> bytes:
+    """The delimiter and header of one part of a multipart/related response."""
+    return b"--" + boundary.encode() + b"\r\nContent-Type: " + ctype.encode() + b"\r\n\r\n"
+
+
+def closing(boundary: str) -> bytes:
+    """The closing delimiter of a multipart/related response."""
+    return b"--" + boundary.encode() + b"--\r\n"
+
+
 def frame(items: Iterable[tuple[str, Iterable[bytes]]], boundary: str) -> Iterator[bytes]:
     """The body of a multipart/related response: each (content type, chunks) as one part."""
-    delim = b"--" + boundary.encode()
     for ctype, chunks in items:
-        yield delim + b"\r\nContent-Type: " + ctype.encode() + b"\r\n\r\n"
+        yield part_head(ctype, boundary)
         yield from chunks
         yield b"\r\n"
-    yield delim + b"--\r\n"
+    yield closing(boundary)
 
 
 def framed_length(items: Iterable[tuple[str, int]], boundary: str) -> int:
@@ -92,44 +101,43 @@ def framed_length(items: Iterable[tuple[str, int]], boundary: str) -> int:
     Why: a response whose length is declared goes out without chunked transfer encoding (no
     chunk framing for the server to write and the client to parse), and the client knows how
     much is coming; the sizes are in the index (plaintext bytes of each stored file)."""
-    delim = len(boundary) + 2
-    total = delim + 4  # closing "--boundary--\r\n"
-    for ctype, size in items:
-        total += delim + len(b"\r\nContent-Type: ") + len(ctype.encode()) + 4 + size + 2
-    return total
+    return len(closing(boundary)) + sum(
+        len(part_head(ctype, boundary)) + size + 2 for ctype, size in items
+    )
 
 
 def frame_into(
-    parts: Sequence[tuple[str, int]], boundary: str
+    parts: Sequence[tuple[str, int]], boundary: str, *, close: bool = True
 ) -> tuple[bytearray, list[memoryview]]:
     """The body :func:`frame` would yield for parts of these (content type, size), with every
     delimiter and part header written and each part's bytes left to fill: returns the body
-    and, per part, the writable view of its ``size`` bytes.
+    and, per part, the writable view of its ``size`` bytes. With ``close`` false, the closing
+    delimiter is left out: the buffer is then one piece of a body sent in pieces.
 
     Why: a retrieval then decrypts each instance straight into its place (one buffer, no
     copy per instance and no join), and the body goes out as it is."""
-    body = bytearray(framed_length(parts, boundary))
+    heads = [(part_head(ctype, boundary), size) for ctype, size in parts]
+    tail = closing(boundary) if close else b""
+    body = bytearray(sum(len(head) + size + 2 for head, size in heads) + len(tail))
     view = memoryview(body)
-    delim = b"--" + boundary.encode()
     slots = []
     pos = 0
-    for ctype, size in parts:
-        head = delim + b"\r\nContent-Type: " + ctype.encode() + b"\r\n\r\n"
+    for head, size in heads:
         view[pos : pos + len(head)] = head
         pos += len(head)
         slots.append(view[pos : pos + size])
         pos += size
         view[pos : pos + 2] = b"\r\n"
         pos += 2
-    view[pos:] = delim + b"--\r\n"
+    view[pos:] = tail
     return body, slots
 
 
-def coalesce(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+def coalesce(chunks: Iterable[bytes | memoryview], size: int) -> Iterator[bytes | memoryview]:
     """``chunks`` regrouped into pieces of at least ``size`` bytes (the last one may be less).
 
     A piece at least ``size`` long goes out as it is (no copy of large instances)."""
-    pending: list[bytes] = []
+    pending: list[bytes | memoryview] = []
     held = 0
     for c in chunks:
         if len(c) >= size and not pending:

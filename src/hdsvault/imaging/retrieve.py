@@ -343,13 +343,19 @@ def _sealed(store: ImagingStore, key: str) -> bytes:
     return inline.get(store.engine, key) if inline.is_inline(key) else store.blobs.get(key)
 
 
+def one_segment(store: ImagingStore, ref: InstanceRef) -> bool:
+    """Whether ``ref`` is sealed as one AEAD segment (most instances; every inline one): it is
+    then read and opened whole, in one call; a larger one is opened segment by segment."""
+    return ref.size <= store.chunk or inline.is_inline(ref.blob_key)
+
+
 def stream(store: ImagingStore, tenant: str, ref: InstanceRef, keys: DataKeys) -> Iterator[bytes]:
     """The DICOM file of ``ref`` as plaintext pieces: memory of one AEAD segment at most.
 
     An instance of one segment (most of them) is read in one call and opened in place; a
     larger one is streamed segment by segment.
     """
-    if ref.size <= store.chunk or inline.is_inline(ref.blob_key):  # inline: small
+    if one_segment(store, ref):
         return iter((read(store, tenant, ref, keys),))
     try:
         parts = store.blobs.open(ref.blob_key)
