@@ -150,10 +150,10 @@ def storescu(host: str, port: int, aec: str, directories: list[Path]) -> float:
 
 
 def noop_scp(max_pdu: int) -> tuple[Any, int]:
-    """A pynetdicom C-STORE SCP set up as hdsvault's listener (its loops, UID copies, packed
-    responses, logging and validation settings) whose handler builds the Part 10 file as
-    hdsvault's does and stores nothing: the ceiling of hdsvault's C-STORE on this machine,
-    measured beside the two peers."""
+    """A pynetdicom C-STORE SCP set up as hdsvault's listener (its loops, socket reads, UID
+    copies, packed responses, logging and validation settings) whose handler builds the Part 10
+    file as hdsvault's does and stores nothing: the ceiling of hdsvault's C-STORE on this
+    machine, measured beside the two peers."""
     from pynetdicom import (
         AE,
         ALL_TRANSFER_SYNTAXES,
@@ -163,7 +163,7 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
         evt,
     )
 
-    from hdsvault.dicom import reactor, store_response, uids
+    from hdsvault.dicom import reactor, receive, store_response, uids
     from hdsvault.dicom.server import nodelay, quiet_standard_handlers, read_without_validation
     from hdsvault.imaging import dicomfile
 
@@ -178,7 +178,9 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
         )
         return 0x0000
 
-    reactor.install()  # the same association loops, copies and responses as hdsvault's listener
+    # the same association loops, socket reads, copies and responses as hdsvault's listener
+    reactor.install()
+    receive.install()
     uids.install()
     store_response.install()
     quiet_standard_handlers()

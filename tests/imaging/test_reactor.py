@@ -137,3 +137,75 @@ def _settles(assoc: Association, delay: float) -> bool:
     while assoc.dul._run_loop_delay != delay and time.monotonic() < deadline:
         time.sleep(0.001)
     return bool(assoc.dul._run_loop_delay == delay)
+
+
+class _PausedInTheWindow(threading.Event):
+    """The loop's pause checkpoint, cleared by a "sender" right after the loop's wait on it
+    returned: the window in which pynetdicom's loop went on to take a message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set()
+        self.armed = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        passed = super().wait(timeout)
+        if self.armed:
+            self.armed = False
+            self.clear()  # send_c_echo(): clear, then go on as soon as the loop looks paused
+        return passed
+
+
+class _PausableAssociation:
+    """What the loop uses of an association, recording every message it takes and whether
+    it was paused when it took it."""
+
+    def __init__(self) -> None:
+        self._kill = False
+        self._reactor_checkpoint = _PausedInTheWindow()
+        self._is_paused = False
+        self.is_established = True
+        self.taken_while_paused: list[bool] = []
+        queue = reactor._ArrivalQueue()
+        queue.put((1, "C-ECHO-RSP"))  # the sender's response, already there
+
+        def get_msg(block: bool = False) -> tuple[Any, Any]:
+            try:
+                item = queue.get_nowait()
+            except Exception:
+                return None, None
+            self.taken_while_paused.append(not self._reactor_checkpoint.is_set())
+            return item
+
+        self.dimse: Any = type(
+            "Dimse", (), {"msg_queue": queue, "get_msg": staticmethod(get_msg)}
+        )()
+        acse = type("Acse", (), {"is_release_requested": lambda _s: False})()
+        acse.is_aborted = lambda *_a: False
+        self.acse: Any = acse
+        dul = type("Dul", (), {"is_alive": lambda _s: True})()
+        dul.idle_timer_expired = lambda: False
+        self.dul: Any = dul
+
+    def _serve_request(self, msg: Any, context_id: Any) -> None:
+        pass
+
+
+def test_a_paused_loop_leaves_the_response_to_its_sender() -> None:
+    """A sender that pauses the loop just after it passed its checkpoint sees it paused, sends
+    its request and waits for the response: the loop must not take that response (it did in
+    pynetdicom's loop: the sender then failed on a DIMSE timeout, seen in this suite)."""
+    assoc = _PausableAssociation()
+    loop = threading.Thread(target=reactor._run_reactor, args=(assoc,), daemon=True)
+    loop.start()
+    deadline = time.monotonic() + 5
+    while not assoc._is_paused and time.monotonic() < deadline:  # the loop is now paused
+        time.sleep(0.001)
+    time.sleep(0.05)
+    assert assoc.taken_while_paused == []  # nothing taken while the sender holds the pause
+    assoc._reactor_checkpoint.set()  # the sender is done (here: it never took its response)
+    while not assoc.taken_while_paused and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assoc._kill = True
+    loop.join(5)
+    assert assoc.taken_while_paused == [False]  # taken once unpaused, and only then

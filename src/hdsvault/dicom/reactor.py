@@ -23,7 +23,10 @@ starts, so nothing can be put in the old ones. Associations hdsvault requests (a
 sub-association: their DUL thread is already running at ``EVT_CONN_OPEN``) keep polling, fast
 while busy (:data:`BUSY_POLL`), as before.
 
-The acceptor loop is pynetdicom's ``Association._run_reactor`` with only its sleep changed;
+The association loop is pynetdicom's ``Association._run_reactor`` with its sleep changed, and
+one race closed: a ``send_*`` call that pauses the loop just after the loop passed its pause
+checkpoint could see it paused while it was about to take a message, and lose its response to
+it (a "DIMSE timeout"); the loop now looks again at the checkpoint before taking one;
 :func:`install` refuses to replace a version it was not written against (the test suite checks
 that it applies to the locked pynetdicom, and the DUL loop the clock is written for), so an
 upgrade cannot silently run a stale copy.
@@ -86,7 +89,7 @@ class _ArrivalQueue(queue.Queue[Any]):
 
 def _run_reactor(self: Any) -> None:
     """pynetdicom 3.0.4 ``Association._run_reactor``, waking on a message's arrival instead of
-    sleeping a fixed time (see module)."""
+    sleeping a fixed time, and never taking a message once paused (see module)."""
     self._is_paused = False
     arrived: threading.Event | None = getattr(self.dimse.msg_queue, "arrived", None)
     msg = None
@@ -106,6 +109,13 @@ def _run_reactor(self: Any) -> None:
         self._is_paused = True
         self._reactor_checkpoint.wait()
         self._is_paused = False
+        if not self._reactor_checkpoint.is_set():
+            # A sender (send_c_store, send_c_echo...) paused the loop after the wait above had
+            # returned, and saw it paused: the response it waits for is its own. pynetdicom's
+            # loop takes it here if it arrives in that window (the sender then times out on
+            # a "DIMSE timeout"); seen with in-process peers. Look again once unpaused.
+            msg = None
+            continue
 
         context_id, msg = self.dimse.get_msg(block=False)
         if msg:

@@ -43,7 +43,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from hdsvault.dicom import reactor, store_response, uids
+from hdsvault.dicom import reactor, receive, store_response, uids
 from hdsvault.dicom.peers import Peer, Peers
 from hdsvault.imaging import dicomfile, queries, retrieve
 from hdsvault.imaging.attributes import QR_LEVEL, Level, parse_attribute
@@ -182,6 +182,7 @@ class DimseServer:
     def start(self) -> tuple[str, int]:
         """Listen (in background threads); catches up lagging ImagingStudy resources first."""
         reactor.install()
+        receive.install()
         uids.install()
         store_response.install()
         quiet_standard_handlers()
