@@ -135,3 +135,19 @@ def test_request_id_is_echoed_when_well_formed(client: TestClient) -> None:
     assert r.headers["x-request-id"] == "abcdef12-3456"
     r = client.get("/healthz", headers={"X-Request-ID": "bad id\nwith newline"[:10]})
     assert r.headers["x-request-id"] != "bad id\nwit"
+
+
+def test_fastapi_opentelemetry_stays_off(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI's built-in OpenTelemetry would trace every request (URLs, errors) to whatever
+    providers the process has, or auto-configures them from the environment: off for
+    hdsvault, even with providers that look configured and the auto-configuration variable
+    set; a plain FastAPI application would turn it on."""
+    from fastapi import FastAPI
+    from fastapi.telemetry import _asgi
+
+    monkeypatch.setenv("FASTAPI_OTEL_AUTO_CONFIGURE", "true")
+    monkeypatch.setattr(_asgi, "_unconfigured", lambda _provider: False)
+    assert FastAPI()._native_telemetry.enabled()  # the default, in these conditions
+    assert not create_app(platform)._native_telemetry.enabled()

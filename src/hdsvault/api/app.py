@@ -76,6 +76,10 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry is off, whatever the environment says
+        # (FASTAPI_OTEL_AUTO_CONFIGURE): request URLs and errors go nowhere but hdsvault's
+        # logs and metrics, and no request pays for looking up unconfigured providers.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.platform = platform
     oidc = OidcVerifier(platform.settings.oidc)
