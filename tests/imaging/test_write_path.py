@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from hdsvault.blobs import BlobError, BlobInfo, BlobStore, open_blob_store
 from hdsvault.blobs.base import Payload
 from hdsvault.db.schema import imaging_instances
-from hdsvault.imaging import retrieve
+from hdsvault.imaging import retrieve, sealing
 from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.journal.group_commit import JournalUnavailable
@@ -137,27 +137,90 @@ def pydicom_uid(data: bytes) -> str:
     return parse(data).study_uid
 
 
-def test_a_single_instance_is_written_without_the_pool(
+def test_a_single_instance_put_that_fails_fails_alone(
     platform: Platform, tenant: str, caller: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch of one (every C-STORE) is sealed and written in the calling thread; a failed
-    put still fails the instance alone, and leaves no blob and no row."""
+    """A batch of one (every C-STORE) stored as a file is written in the calling thread until
+    the store knows the tenant's data keys, then ahead by a pool thread (its head start); a
+    failed put fails the instance either way, and leaves no blob and no row."""
     data = sample_bytes(NAMES[0])
-    platform.settings.blobs.inline_max_bytes = 0  # the backend's put, in this thread
+    platform.settings.blobs.inline_max_bytes = 0  # stored as a file, through the backend's put
     inner = open_blob_store(platform.settings, platform.engine)
     store = ImagingStore(platform, blobs=FlakyBlobs(inner, len(data) + 16 + 33))
+    submitted = _count_submits(store, monkeypatch)
     try:
-
-        def no_pool(*_args: object, **_kw: object) -> None:
-            raise AssertionError("the pool was used for a single instance")
-
-        monkeypatch.setattr(store.pool, "submit", no_pool)
-        outcome = store.store(caller, data, source="test")
-        assert outcome.status == "failed"
-        assert outcome.error is not None and outcome.error.kind.name == "UNAVAILABLE"
-        assert rows_in(platform, imaging_instances) == 0
-        assert list(inner.iter_keys(f"{tenant}/")) == []
+        for ahead in (0, 1):  # keys unknown to the store yet, then known
+            outcome = store.store(caller, data, source="test")
+            assert outcome.status == "failed"
+            assert outcome.error is not None and outcome.error.kind.name == "UNAVAILABLE"
+            assert len(submitted) == ahead
+            assert rows_in(platform, imaging_instances) == 0
+            assert list(inner.iter_keys(f"{tenant}/")) == []
         assert store.store(caller, sample_bytes(NAMES[1]), source="test").status == "stored"
+        assert len(submitted) == 2
+    finally:
+        store.close()
+
+
+def _count_submits(store: ImagingStore, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every task the store's pool is given, recorded (and run)."""
+    submitted: list[object] = []
+    submit = store.pool.submit
+
+    def counted(fn: Any, *args: Any, **kw: Any) -> Any:
+        submitted.append(fn)
+        return submit(fn, *args, **kw)
+
+    monkeypatch.setattr(store.pool, "submit", counted)
+    return submitted
+
+
+def _blobs_are_rows(store: ImagingStore, platform: Platform, tenant: str) -> None:
+    """No blob is left without its row, and each row names the key version that sealed its
+    blob (what ``keys rewrap`` and shredding rely on)."""
+    it = imaging_instances.c
+    with platform.engine.connect() as conn:
+        rows = {k: v for k, v in conn.execute(select(it.blob_key, it.blob_key_version))}
+    assert set(store.blobs.iter_keys(f"{tenant}/")) == set(rows)
+    for key, version in rows.items():
+        assert sealing.key_version(store.blobs.open(key)) == version
+
+
+@pytest.mark.parametrize("unused_by", ["duplicate", "malformed", "rotation"])
+def test_a_head_start_not_used_leaves_no_blob(
+    platform: Platform,
+    tenant: str,
+    caller: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+    unused_by: str,
+) -> None:
+    """The blob written ahead of a single instance is deleted when the instance is not stored
+    with it: already stored, not DICOM, or the keys rotated since the store cached them (the
+    instance is then sealed again with the new keys and opens)."""
+    from hdsvault.tenants.keys import rotate_keys
+
+    platform.settings.blobs.inline_max_bytes = 0
+    store = ImagingStore(platform)
+    first, second = (sample_bytes(n) for n in NAMES[:2])
+    try:
+        assert store.store(caller, first, source="test").status == "stored"  # keys now cached
+        submitted = _count_submits(store, monkeypatch)
+        if unused_by == "duplicate":
+            assert store.store(caller, first, source="test").status == "duplicate"
+        elif unused_by == "malformed":
+            garbage = b"\0" * 128 + b"DICM" + b"\xff" * len(second)
+            assert store.store(caller, garbage, source="test").status == "failed"
+        else:
+            assert rotate_keys(platform, tenant, by="test") == 2
+            assert store.store(caller, second, source="test").status == "stored"
+        assert len(submitted) >= 1  # the head start was taken, and then not used
+        _blobs_are_rows(store, platform, tenant)
+        keys = retrieve.data_keys(store, tenant)
+        with platform.engine.connect() as conn:
+            refs = retrieve.find(conn, store, tenant, [pydicom_uid(first), pydicom_uid(second)])
+        opened = sorted(retrieve.read(store, tenant, r, keys) for r in refs)
+        stored = [first, second] if unused_by == "rotation" else [first]
+        assert opened == sorted(stored)
     finally:
         store.close()
 
