@@ -186,6 +186,17 @@ class BlobSettings(BaseModel):
             "from the index database"
         ),
     )
+    file_cache_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=0,
+        le=64 * 1024 * 1024 * 1024,
+        description=(
+            "sealed blobs of the backend (instances of one AEAD segment, stored as files or "
+            "objects) kept in each server process's memory for retrievals, as Orthanc's "
+            "storage cache (128 MB by default) keeps files (least recently used out first; "
+            "ciphertext only); 0: none, every retrieval reads them from the backend"
+        ),
+    )
 
 
 class DicomPeerSettings(BaseModel):

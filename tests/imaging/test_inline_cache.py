@@ -1,6 +1,7 @@
-"""The process cache of sealed inline blobs (blobs/cache.py): what it serves, what it keeps,
-and what it does not see (a blob altered in the database after it was cached: the retrieval
-serves the authentic bytes first read, and ``verify`` names the alteration)."""
+"""The process caches of sealed blobs (blobs/cache.py), inline and of the backend: what they
+serve, what they keep, and what they do not see (a blob altered in the database or on disk
+after it was cached: the retrieval serves the authentic bytes first read, and ``verify`` names
+the alteration)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,67 @@ def test_a_blob_altered_after_it_was_cached(
         first = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
         assert first.files is not None and sorted(first.files) == sorted(files)
         alter_inline_blob(platform, first.refs[1].blob_key, 100)
+        if cache_bytes:
+            again = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+            assert again.files == first.files
+        else:
+            with pytest.raises(ImagingError) as failed:
+                retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+            assert failed.value.kind is Kind.UNAVAILABLE
+        report = check_blobs(platform)
+        assert [f.problem for f in report.findings] == ["content differs from its SHA-256"]
+    finally:
+        store.close()
+
+
+def test_backend_blobs_are_read_once_then_served_from_memory(
+    platform: Platform, tenant: str, caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform.settings.blobs.inline_max_bytes = 0  # every instance a file of the backend
+    platform.settings.blobs.file_cache_bytes = 1 << 20
+    store = ImagingStore(platform)
+    reads: list[str] = []
+    get = store.blobs.get
+
+    def counted(key: str) -> bytes:
+        reads.append(key)
+        return get(key)
+
+    monkeypatch.setattr(store.blobs, "get", counted)
+    try:
+        study, files = study_files(3)
+        store.store_many(caller, files, source="test")
+        for _ in range(3):
+            found = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+            assert found.files is not None and sorted(found.files) == sorted(files)
+        assert sorted(reads) == sorted(r.blob_key for r in found.refs)  # each read once
+        store.file_cache.discard([found.refs[0].blob_key])
+        retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+        assert reads.count(found.refs[0].blob_key) == 2
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("cache_bytes", [64 << 20, 0], ids=["cached", "uncached"])
+def test_a_file_altered_after_it_was_cached(
+    platform: Platform, caller: Caller, cache_bytes: int
+) -> None:
+    """As for inline blobs: cached, the authentic bytes first read are served, never the
+    altered ones; uncached, the retrieval fails; ``verify`` names the altered file."""
+    from hdsvault.blobs.factory import blobs_dir
+
+    platform.settings.blobs.inline_max_bytes = 0
+    platform.settings.blobs.file_cache_bytes = cache_bytes
+    store = ImagingStore(platform)
+    try:
+        study, files = study_files(3)
+        store.store_many(caller, files, source="test")
+        first = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+        assert first.files is not None and sorted(first.files) == sorted(files)
+        path = blobs_dir(platform.settings) / first.refs[1].blob_key
+        sealed = bytearray(path.read_bytes())
+        sealed[100] ^= 0x01
+        path.write_bytes(bytes(sealed))
         if cache_bytes:
             again = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
             assert again.files == first.files

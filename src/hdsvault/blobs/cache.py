@@ -1,4 +1,4 @@
-"""A process cache of sealed inline blobs, for retrievals (WADO-RS).
+"""A process cache of sealed blobs, for retrievals (WADO-RS, C-GET, C-MOVE).
 
 Why: every retrieval commits its journal entry before it answers (invariant 2), and a SQLite
 reader that finds the database changed since its last transaction drops its whole page cache.
@@ -19,13 +19,21 @@ cached. Until the entry is evicted, retrievals serve the bytes first read, which
 altered blob.
 
 Bounded by ``[blobs] inline_cache_bytes`` (least recently used first out; 0 disables it).
+
+The blobs of the backend (files, objects) get a cache of their own, for the same reason and
+with the same properties, bounded by ``[blobs] file_cache_bytes`` (:meth:`get`): a study of
+40 x 525 KB read from the page cache cost its read copies and one allocation per instance
+(server CPU 14.5 -> 12.5 ms per study once held, two servers side by side; Orthanc keeps a
+128 MB storage cache of recently read and written files by default). A backend key also names
+one blob for its whole life (a fresh random id; ``keys rewrap`` writes a new key), and an
+alteration of the file after it was cached is, as above, not served and named by ``verify``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from sqlalchemy import Connection
 
@@ -33,7 +41,7 @@ from hdsvault.blobs import inline
 
 
 class SealedBlobCache:
-    """Sealed inline blobs by key, least recently used out first (thread-safe)."""
+    """Sealed blobs by key, least recently used out first (thread-safe)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -57,6 +65,17 @@ class SealedBlobCache:
             self._keep(read)
             found.update(read)
         return found
+
+    def get(self, key: str, read: Callable[[str], bytes]) -> bytes:
+        """The blob of ``key``: from the cache, else ``read(key)`` (its errors raised) and kept."""
+        with self._lock:
+            data = self._held.get(key)
+            if data is not None:
+                self._held.move_to_end(key)
+                return data
+        data = read(key)
+        self._keep({key: data})
+        return data
 
     def discard(self, keys: Collection[str]) -> None:
         with self._lock:

@@ -339,8 +339,11 @@ def _opened(
 
 def _sealed(store: ImagingStore, key: str) -> bytes:
     """A blob's sealed bytes: inline ones from the index database whatever the store's
-    backend object (:mod:`hdsvault.blobs.inline`), the others from the backend."""
-    return inline.get(store.engine, key) if inline.is_inline(key) else store.blobs.get(key)
+    backend object (:mod:`hdsvault.blobs.inline`), the others from the backend, through the
+    store's cache of them (:mod:`hdsvault.blobs.cache`)."""
+    if inline.is_inline(key):
+        return inline.get(store.engine, key)
+    return store.file_cache.get(key, store.blobs.get)
 
 
 def one_segment(store: ImagingStore, ref: InstanceRef) -> bool:

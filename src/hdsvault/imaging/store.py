@@ -160,6 +160,7 @@ class ImagingStore:
         self.chunk = platform.settings.blobs.chunk_bytes
         self.inline_max = platform.settings.blobs.inline_max_bytes
         self.inline_cache = SealedBlobCache(platform.settings.blobs.inline_cache_bytes)
+        self.file_cache = SealedBlobCache(platform.settings.blobs.file_cache_bytes)
         self._fhir = fhir
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob-put")
