@@ -12,8 +12,10 @@
 - WADO-RS retrieval: every study fetched as multipart/related ``--wado-rounds`` times, the
   rounds alternating between the peers, each after one untimed request (first-request
   costs); a handful of requests alone, or one peer measured after the other, is noise on a
-  shared machine; afterwards (not timed) every instance's pixel data is checked byte-identical to
-  what was sent, for both peers.
+  shared machine; twice, through httpx and through a minimal HTTP/1.1 client
+  (:class:`MinimalClient`: httpx spends about as much CPU on a study as either server, so its
+  row is partly a measure of httpx); afterwards (not timed) every instance's pixel data is
+  checked byte-identical to what was sent, for both peers and both clients.
 
 Fairness: both peers get the same files, the same clients and the same concurrency, on the
 same machine, one after the other; each peer is its own server process (hdsvault is
