@@ -660,16 +660,11 @@ class _BlobPuts:
     ) -> None:
         self.store = store
         self.pending = pending
+        if head is not None and head.taken:  # the batch's one instance, its blob on its way
+            self._futures = [(pending[0], head.future)]
+            return
         submit = _run_now if len(pending) == 1 else store.pool.submit
-        self._futures = [
-            (
-                w,
-                head.future
-                if head is not None and head.taken
-                else submit(self._put, keys, tenant, w),
-            )
-            for w in pending
-        ]
+        self._futures = [(w, submit(self._put, keys, tenant, w)) for w in pending]
 
     def _put(self, keys: DataKeys, tenant: str, w: _Pending) -> bytes:
         """Seal ``w`` and make it durable; an inline blob is only sealed here (the index
