@@ -7,7 +7,7 @@ it); a transaction that fails leaves no blob behind; a committed row always name
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from imaging_helpers import rows_in, sample_bytes
@@ -292,3 +292,31 @@ def test_a_retrieval_sees_a_rotation_and_a_shredding_at_once(
     with pytest.raises(ImagingError) as gone:
         retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
     assert gone.value.kind is Kind.NOT_FOUND
+
+
+@pytest.mark.parametrize("backend", ["filesystem", "database"])
+def test_head_started_instances_are_stored_and_retrieved(
+    platform: Platform,
+    tenant: str,
+    caller: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: Literal["filesystem", "database"],
+) -> None:
+    """C-STOREs one after the other, each of one instance stored in the backend (files, or
+    rows of the database: the head start's put then commits on its own connection while the
+    calling thread reads): every one stored with its blob, which opens to what was sent."""
+    platform.settings.blobs.backend = backend
+    platform.settings.blobs.inline_max_bytes = 0
+    store = ImagingStore(platform)
+    submitted = _count_submits(store, monkeypatch)
+    files = [sample_bytes(n) for n in NAMES]
+    try:
+        assert [store.store(caller, f, source="test").status for f in files] == ["stored"] * 3
+        assert len(submitted) == 2  # the first C-STORE taught the store the tenant's keys
+        _blobs_are_rows(store, platform, tenant)
+        keys = retrieve.data_keys(store, tenant)
+        with platform.engine.connect() as conn:
+            refs = retrieve.find(conn, store, tenant, [pydicom_uid(f) for f in files])
+        assert sorted(retrieve.read(store, tenant, r, keys) for r in refs) == sorted(files)
+    finally:
+        store.close()
