@@ -52,13 +52,7 @@ class SealedBlobCache:
     def fetch(self, conn: Connection, keys: Collection[str]) -> dict[str, bytes]:
         """The inline blobs of ``keys``: from the cache, the others read on ``conn`` (one
         statement, :func:`hdsvault.blobs.inline.fetch`) and kept. Missing keys are absent."""
-        found: dict[str, bytes] = {}
-        with self._lock:
-            for key in keys:
-                data = self._held.get(key)
-                if data is not None:
-                    self._held.move_to_end(key)
-                    found[key] = data
+        found = self._held_of(keys)
         missing = [k for k in keys if k not in found]
         if missing:
             read = inline.fetch(conn, missing)
@@ -68,11 +62,9 @@ class SealedBlobCache:
 
     def get(self, key: str, read: Callable[[str], bytes]) -> bytes:
         """The blob of ``key``: from the cache, else ``read(key)`` (its errors raised) and kept."""
-        with self._lock:
-            data = self._held.get(key)
-            if data is not None:
-                self._held.move_to_end(key)
-                return data
+        held = self._held_of((key,))
+        if held:
+            return held[key]
         data = read(key)
         self._keep({key: data})
         return data
@@ -86,6 +78,17 @@ class SealedBlobCache:
 
     def __len__(self) -> int:
         return len(self._held)
+
+    def _held_of(self, keys: Collection[str]) -> dict[str, bytes]:
+        """Those of ``keys`` held, each marked as just used."""
+        found: dict[str, bytes] = {}
+        with self._lock:
+            for key in keys:
+                data = self._held.get(key)
+                if data is not None:
+                    self._held.move_to_end(key)
+                    found[key] = data
+        return found
 
     def _keep(self, blobs: dict[str, bytes]) -> None:
         with self._lock:

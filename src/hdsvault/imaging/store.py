@@ -244,7 +244,8 @@ class ImagingStore:
             if head is not None and head.keys is not keys:  # sealed before a key rotation
                 head = None
             pending = self._new_instances(tenant, parsed, found, outcomes, head)
-            self._prepare(tenant, pending)
+            if pending:
+                self._prepare(tenant)
             puts = _BlobPuts(self, keys, tenant, pending, head)
             try:
                 self._seal_attributes(tenant, keys, index, pending)
@@ -256,9 +257,9 @@ class ImagingStore:
                 self._index(caller, keys, index, puts, found.known, outcomes, source)
         return [o for o in outcomes if o is not None]
 
-    def _prepare(self, tenant: str, pending: Collection[object]) -> None:
+    def _prepare(self, tenant: str) -> None:
         """The tenant's blob fan-out, created once per process before its first put."""
-        if pending and tenant not in self._prepared:
+        if tenant not in self._prepared:
             self.blobs.prepare(blob_prefixes(tenant))
             self._prepared.add(tenant)
 
@@ -272,7 +273,7 @@ class ImagingStore:
             return None
         iid = str(uuid.uuid4())
         key = blob_key(tenant, iid)
-        self._prepare(tenant, (key,))
+        self._prepare(tenant)
         data, chunk = files[0], self.chunk
         future = self.pool.submit(
             lambda: self.blobs.put(key, sealing.seal(keys, tenant, iid, data, chunk)).sha256
@@ -439,7 +440,7 @@ class ImagingStore:
     ) -> dict[int, StoreOutcome]:
         """Index rows, tokens and journal of the instances whose blob is durable (one
         transaction, the write lock held only for this): create the studies and series not
-        found by :meth:`_prepare`, insert the rest."""
+        found by :meth:`_lookup`, insert the rest."""
         tenant = caller.tenant
         now = datetime.now(UTC)
         studies = dict(known.studies)
