@@ -22,7 +22,10 @@ from sqlalchemy import Table, func, select, update
 
 from hdsvault.db.schema import blob_chunks
 from hdsvault.dicom.server import DimseServer
+from hdsvault.imaging import retrieve
+from hdsvault.imaging.store import ImagingStore
 from hdsvault.platform import Platform
+from hdsvault.records.model import Caller
 
 from support.components import require_component
 
@@ -75,6 +78,25 @@ def alter_inline_blob(platform: Platform, key: str, offset: int) -> None:
         sealed = bytearray(conn.execute(select(blob_chunks.c.data).where(where)).scalar_one())
         sealed[offset] ^= 0x01
         conn.execute(update(blob_chunks).where(where).values(data=bytes(sealed)))
+
+
+def opened(
+    store: ImagingStore, caller: Caller, study_uids: list[str], in_memory: int = 1 << 20
+) -> tuple[retrieve.Retrieval, list[bytes] | None]:
+    """``retrieve.retrieve`` with the instances laid out back to back: the retrieval and, if
+    it opened them (within ``in_memory``), each instance's file."""
+    slots: list[memoryview] = []
+
+    def back_to_back(refs: list[retrieve.InstanceRef]) -> tuple[bytearray, list[memoryview]]:
+        body = bytearray(sum(r.size for r in refs))
+        pos = 0
+        for r in refs:
+            slots.append(memoryview(body)[pos : pos + r.size])
+            pos += r.size
+        return body, list(slots)
+
+    found = retrieve.retrieve(store, caller, study_uids, in_memory=in_memory, layout=back_to_back)
+    return found, None if found.body is None else [bytes(s) for s in slots]
 
 
 def study_files(n: int) -> tuple[str, list[bytes]]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from imaging_helpers import alter_inline_blob, rows_in, sample, sample_bytes
+from imaging_helpers import alter_inline_blob, opened, rows_in, sample, sample_bytes
 from sqlalchemy import select
 
 from hdsvault.blobs import inline
@@ -201,5 +201,5 @@ def test_a_small_retrieval_reads_inline_blobs_with_its_lookup(
         raise AssertionError("inline blobs read apart from the lookup")
 
     monkeypatch.setattr(inline, "get", no_separate_read)
-    found = retrieve.retrieve(imaging, caller, uids, in_memory=1 << 20)
-    assert found.files is not None and sorted(found.files) == sorted(files)
+    _found, opened_files = opened(imaging, caller, uids)
+    assert opened_files is not None and sorted(opened_files) == sorted(files)

@@ -6,14 +6,13 @@ the alteration)."""
 from __future__ import annotations
 
 import pytest
-from imaging_helpers import alter_inline_blob, study_files
+from imaging_helpers import alter_inline_blob, opened, study_files
 from sqlalchemy import delete
 
 from hdsvault.blobs import inline
 from hdsvault.blobs.cache import SealedBlobCache
 from hdsvault.db.engine import read_connection
 from hdsvault.db.schema import blob_chunks
-from hdsvault.imaging import retrieve
 from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.integrity.blob_hashes import check_blobs
@@ -83,15 +82,14 @@ def test_a_blob_altered_after_it_was_cached(
     try:
         study, files = study_files(3)
         store.store_many(caller, files, source="test")
-        first = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
-        assert first.files is not None and sorted(first.files) == sorted(files)
+        first, first_files = opened(store, caller, [study])
+        assert first_files is not None and sorted(first_files) == sorted(files)
         alter(platform, first.refs[1].blob_key, 100)
         if cache_bytes:
-            again = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
-            assert again.files == first.files
+            assert opened(store, caller, [study])[1] == first_files
         else:
             with pytest.raises(ImagingError) as failed:
-                retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+                opened(store, caller, [study])
             assert failed.value.kind is Kind.UNAVAILABLE
         report = check_blobs(platform)
         assert [f.problem for f in report.findings] == ["content differs from its SHA-256"]
@@ -117,11 +115,11 @@ def test_backend_blobs_are_read_once_then_served_from_memory(
         study, files = study_files(3)
         store.store_many(caller, files, source="test")
         for _ in range(3):
-            found = retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
-            assert found.files is not None and sorted(found.files) == sorted(files)
+            found, opened_files = opened(store, caller, [study])
+            assert opened_files is not None and sorted(opened_files) == sorted(files)
         assert sorted(reads) == sorted(r.blob_key for r in found.refs)  # each read once
         store.file_cache.discard([found.refs[0].blob_key])
-        retrieve.retrieve(store, caller, [study], in_memory=1 << 20)
+        opened(store, caller, [study])
         assert reads.count(found.refs[0].blob_key) == 2
     finally:
         store.close()

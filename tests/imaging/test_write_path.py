@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import pytest
-from imaging_helpers import rows_in, sample_bytes
+from imaging_helpers import opened, rows_in, sample_bytes
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -245,17 +245,17 @@ def test_a_small_retrieval_is_read_while_journaled_and_released_only_after(
     data = sample_bytes("CT_small.dcm")
     study = imaging.store(caller, data, source="test").study_uid
     assert study is not None
-    found = retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
-    assert found.files is not None and len(found.files) == 1
-    assert pydicom_uid(found.files[0]) == study
-    assert retrieve.retrieve(imaging, caller, [study], in_memory=10).files is None  # too big
+    _found, files = opened(imaging, caller, [study])
+    assert files is not None and len(files) == 1
+    assert pydicom_uid(files[0]) == study
+    assert opened(imaging, caller, [study], in_memory=10)[1] is None  # too big
 
     order: list[str] = []
-    real_read = retrieve.read
+    real_read = retrieve.read_into
 
-    def read_then_note(*args: Any) -> bytes:
+    def read_then_note(*args: Any) -> None:
         order.append("read")
-        return real_read(*args)
+        real_read(*args)
 
     class SlowFailingCommit:
         def wait(self, timeout: float | None = 30.0) -> None:
@@ -263,10 +263,10 @@ def test_a_small_retrieval_is_read_while_journaled_and_released_only_after(
             raise JournalUnavailable("disk gone")
 
     journal = platform.durable_journal()
-    monkeypatch.setattr(retrieve, "read", read_then_note)
+    monkeypatch.setattr(retrieve, "read_into", read_then_note)
     monkeypatch.setattr(journal, "submit", lambda entries: SlowFailingCommit())
     with pytest.raises(ImagingError) as refused:
-        retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+        opened(imaging, caller, [study])
     assert refused.value.kind is Kind.UNAVAILABLE
     assert order == ["read", "waited"]  # read during the flush, nothing returned after it
 
@@ -283,14 +283,14 @@ def test_a_retrieval_sees_a_rotation_and_a_shredding_at_once(
     data = sample_bytes("CT_small.dcm")
     study = imaging.store(caller, data, source="test").study_uid
     assert study is not None
-    first = retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
-    assert first.keys.current_version == 1 and first.files == [data]
+    first, files = opened(imaging, caller, [study])
+    assert first.keys.current_version == 1 and files == [data]
     assert rotate_keys(platform, tenant, by="test") == 2
-    second = retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
-    assert second.keys.current_version == 2 and second.files == [data]  # v1 still opens
+    second, files = opened(imaging, caller, [study])
+    assert second.keys.current_version == 2 and files == [data]  # v1 still opens
     shred_tenant(platform, tenant, by="test")
     with pytest.raises(ImagingError) as gone:
-        retrieve.retrieve(imaging, caller, [study], in_memory=1 << 20)
+        opened(imaging, caller, [study])
     assert gone.value.kind is Kind.NOT_FOUND
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, Table, bindparam, func, select
@@ -230,14 +230,13 @@ the writable view its plaintext goes to (e.g. :func:`hdsvault.imaging.multipart.
 @dataclass(frozen=True)
 class Retrieval:
     """Located instances, journaled durably. When they fit the caller's memory budget they are
-    opened already: into ``body`` if the caller gave a layout, else as ``files``; otherwise
-    both are None: open them with :func:`stream`, with ``keys``, the tenant's data keys looked
+    opened already, into ``body`` (laid out by the caller); otherwise ``body`` is None: open
+    them with :func:`read_into` or :func:`stream`, with ``keys``, the tenant's data keys looked
     up by the retrieval."""
 
     refs: list[InstanceRef]
-    files: list[bytes] | None
     keys: DataKeys
-    body: bytearray | None = None
+    body: bytearray | None
 
 
 def retrieve(
@@ -248,10 +247,10 @@ def retrieve(
     sop_uids: Sequence[str] = (),
     *,
     in_memory: int,
-    layout: Layout | None = None,
+    layout: Layout,
 ) -> Retrieval:
-    """:func:`locate`, and the files opened if they total at most ``in_memory`` bytes (into
-    the body ``layout`` builds, when given).
+    """:func:`locate`, and the files opened into the body ``layout`` builds if they total at
+    most ``in_memory`` bytes.
 
     The files are read (inline blobs: with the lookup) and decrypted while the journal entry
     is being flushed, and returned only once it is durable: a small study costs one flush
@@ -261,21 +260,17 @@ def retrieve(
         store, caller, study_uids, series_uids, sop_uids, "instances", in_memory=in_memory
     )
     refs, keys = found.refs, found.keys
-    files = body = None
+    body = None
     try:
         if refs and sum(r.size for r in refs) <= in_memory:
-            tenant, sealed = caller.tenant, found.sealed
-            if layout is None:
-                files = [read(store, tenant, r, keys, sealed.get(r.blob_key)) for r in refs]
-            else:
-                body, slots = layout(refs)
-                for r, slot in zip(refs, slots, strict=True):
-                    read_into(store, tenant, r, keys, slot, sealed.get(r.blob_key))
+            body, slots = layout(refs)
+            for r, slot in zip(refs, slots, strict=True):
+                read_into(store, caller.tenant, r, keys, slot, found.sealed.get(r.blob_key))
     finally:
         _durable(found.pending)
     if not refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
-    return Retrieval(refs, files, keys, body)
+    return Retrieval(refs, keys, body)
 
 
 def data_keys(store: ImagingStore, tenant: str) -> DataKeys:
@@ -338,11 +333,11 @@ def _opened(
 
 
 def _sealed(store: ImagingStore, key: str) -> bytes:
-    """A blob's sealed bytes: inline ones from the index database whatever the store's
-    backend object (:mod:`hdsvault.blobs.inline`), the others from the backend, through the
-    store's cache of them (:mod:`hdsvault.blobs.cache`)."""
+    """A blob's sealed bytes, through the store's caches (:mod:`hdsvault.blobs.cache`):
+    inline ones from the index database whatever the store's backend object
+    (:mod:`hdsvault.blobs.inline`), the others from the backend."""
     if inline.is_inline(key):
-        return inline.get(store.engine, key)
+        return store.inline_cache.get(key, partial(inline.get, store.engine))
     return store.file_cache.get(key, store.blobs.get)
 
 
