@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
@@ -120,6 +121,13 @@ def _radiologist(platform: Platform, tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _withheld(r: httpx.Response, files: list[bytes]) -> None:
+    """503, and no byte of any instance in the answer: no file header, no pixel data."""
+    assert r.status_code == 503, r.text
+    assert b"DICM" not in r.content
+    assert not any(_identity(f)[1][:64] in r.content for f in files)
+
+
 def _identity(data: bytes) -> tuple[str, bytes]:
     ds = pydicom.dcmread(io.BytesIO(data))
     return str(ds.SOPInstanceUID), bytes(ds.PixelData)
@@ -185,9 +193,7 @@ def test_streamed_retrieval_is_the_whole_body(
             # Invariant 2 on the streamed path: no trace, no byte of the study.
             platform.durable_journal().close()
             r = client.get(f"{base}/studies/{study}", headers={**auth, **ACCEPT})
-            assert r.status_code == 503, r.text
-            assert b"DICM" not in r.content
-            assert not any(_identity(f)[1][:64] in r.content for f in files)
+            _withheld(r, files)
     finally:
         store.close()
 
@@ -235,9 +241,7 @@ def test_wado_refusals(platform: Platform, tenant: str) -> None:
         # would serve the authentic bytes (test_inline_cache.py). Dropped, they are read again.
         store.inline_cache.discard([r.blob_key for r in refs])
         r = client.get(url, headers={**auth, **ACCEPT})
-        assert r.status_code == 503, r.text
-        assert b"DICM" not in r.content
-        assert not any(_identity(f)[1][:64] in r.content for f in files)
+        _withheld(r, files)
 
 
 def test_no_trace_no_byte_on_the_in_place_path(
@@ -259,9 +263,7 @@ def test_no_trace_no_byte_on_the_in_place_path(
 
         monkeypatch.setattr(group_commit, "append_many", failed_flush)
         r = client.get(url, headers={**auth, **ACCEPT})
-        assert r.status_code == 503, r.text
-        assert b"DICM" not in r.content
-        assert not any(_identity(f)[1][:64] in r.content for f in files)
+        _withheld(r, files)
 
 
 def _source(n: int, produced: list[int], closed: threading.Event) -> Iterator[bytes]:
