@@ -1,7 +1,7 @@
 """The process caches of sealed blobs (blobs/cache.py), inline and of the backend: what they
 serve, what they keep, and what they do not see (a blob altered in the database or on disk
 after it was cached: the retrieval serves the authentic bytes first read, and ``verify`` names
-the alteration)."""
+the alteration); and that what they hold is the sealed bytes as stored, never plaintext."""
 
 from __future__ import annotations
 
@@ -121,5 +121,31 @@ def test_backend_blobs_are_read_once_then_served_from_memory(
         store.file_cache.discard([found.refs[0].blob_key])
         opened(store, caller, [study])
         assert reads.count(found.refs[0].blob_key) == 2
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("where", ["inline", "file"])
+def test_the_caches_hold_ciphertext_only(platform: Platform, caller: Caller, where: str) -> None:
+    """What a retrieval leaves in memory is each blob exactly as stored (sealed): no file
+    header, no pixel data, no patient name (encryption is not undone by the caches)."""
+    if where == "file":
+        platform.settings.blobs.inline_max_bytes = 0  # every instance a file of the backend
+    store = ImagingStore(platform)
+    cache = store.inline_cache if where == "inline" else store.file_cache
+    try:
+        study, files = study_files(3)
+        store.store_many(caller, files, source="test")
+        found, _files = opened(store, caller, [study])
+        assert len(cache) == len(found.refs)
+
+        def not_held(key: str) -> bytes:
+            raise AssertionError(f"{key} was not cached by the retrieval")
+
+        for ref in found.refs:
+            held = cache.get(ref.blob_key, not_held)
+            assert held == store.blobs.get(ref.blob_key)  # the sealed bytes, as stored
+            assert b"DICM" not in held and b"CompressedSamples" not in held
+            assert not any(f[200:264] in held or f[-64:] in held for f in files)
     finally:
         store.close()
