@@ -173,14 +173,24 @@ def test_dicomweb_errors_and_rendering(platform: Platform, tenant: str) -> None:
         assert client.get(base + "/studies", headers=other).status_code == 403
 
 
+@pytest.mark.parametrize("how", ["one batch", "one C-STORE each, as files"])
 def test_no_clear_identity_at_rest(
     platform: Platform,
     tenant: str,
     imaging: ImagingStore,
     caller: Caller,
     request: pytest.FixtureRequest,
+    how: str,
 ) -> None:
-    imaging.store_many(caller, [sample_bytes(n) for n in NAMES], source="test")
+    """Nothing of the patients' identities in the blobs or the database, whether the instances
+    come as one batch (blobs written by the pool, small ones inline) or one at a time stored
+    as files (from the second on, each blob written ahead by its head start)."""
+    if how == "one batch":
+        imaging.store_many(caller, [sample_bytes(n) for n in NAMES], source="test")
+    else:
+        imaging.inline_max = 0
+        for n in NAMES:
+            assert imaging.store(caller, sample_bytes(n), source="test").status == "stored"
     from hdsvault.imaging.fhir import sync_studies
 
     secrets: set[bytes] = set()
