@@ -6,6 +6,7 @@ it); a transaction that fails leaves no blob behind; a committed row always name
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
@@ -318,5 +319,40 @@ def test_head_started_instances_are_stored_and_retrieved(
         with platform.engine.connect() as conn:
             refs = retrieve.find(conn, store, tenant, [pydicom_uid(f) for f in files])
         assert sorted(retrieve.read(store, tenant, r, keys) for r in refs) == sorted(files)
+    finally:
+        store.close()
+
+
+def test_a_head_started_blob_is_durable_before_its_row(
+    platform: Platform, caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 4 on the head-start path: the blob written ahead, even when it is slower than
+    everything else, is durable before the index transaction begins."""
+    platform.settings.blobs.inline_max_bytes = 0
+    events: list[str] = []
+
+    class SlowBlobs(FlakyBlobs):
+        def put(self, key: str, data: Payload) -> BlobInfo:
+            time.sleep(0.2)  # a slow disk: the calling thread is done long before
+            info = super().put(key, data)
+            events.append("blob durable")
+            return info
+
+    store = ImagingStore(
+        platform, blobs=SlowBlobs(open_blob_store(platform.settings, platform.engine), -1)
+    )
+    index = store._index
+
+    def noted(*args: Any) -> Any:
+        events.append("index")
+        return index(*args)
+
+    monkeypatch.setattr(store, "_index", noted)
+    submitted = _count_submits(store, monkeypatch)
+    try:
+        for name in NAMES[:2]:  # the second one gets a head start
+            assert store.store(caller, sample_bytes(name), source="test").status == "stored"
+        assert len(submitted) == 1
+        assert events == ["blob durable", "index"] * 2
     finally:
         store.close()
