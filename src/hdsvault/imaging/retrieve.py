@@ -2,8 +2,10 @@
 
 ``locate`` authorizes, finds the instances by their UID tokens, and journals the retrieval
 (committed) before it returns: the caller may then open and send the instances (invariant 2).
-Instances are opened from the blob store one at a time (memory: one instance, or one AEAD
-segment when streamed).
+``retrieve`` also opens a retrieval within the caller's memory budget into a body the caller
+lays out, while its journal entry is being flushed, and hands it over once the entry is
+durable; a larger one is opened afterwards, one instance (or one AEAD segment) at a time.
+Sealed blobs are read through the store's caches (:mod:`hdsvault.blobs.cache`).
 """
 
 from __future__ import annotations
