@@ -49,6 +49,10 @@ def test_init_then_serve_answers_readyz(tmp_path: Path, workers: int) -> None:
         _, stderr = server.communicate(timeout=30)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines and all(json.loads(line) for line in lines)  # every log line is JSON
+    # Each serving process (the worker processes, with --workers 2) settles its heap once
+    # started (hdsvault.heap): full collections no longer traverse the start-up objects.
+    frozen = [json.loads(line)["objects"] for line in lines if '"heap.frozen"' in line]
+    assert len(frozen) == workers and all(n > 10_000 for n in frozen)
     assert "Bearer" not in stderr
 
 

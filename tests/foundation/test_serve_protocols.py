@@ -5,6 +5,7 @@ or alone (``hdsvault dicom serve``, ``hdsvault hl7 serve``); real processes, rea
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -52,10 +53,19 @@ def wait_for(port: int, proc: subprocess.Popen[str], seconds: float = 60) -> Non
         time.sleep(0.1)
 
 
-def stop(proc: subprocess.Popen[str]) -> int:
+def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    """SIGTERM; the exit code and what the process logged (stdout and stderr)."""
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    return proc.returncode
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out + err
+
+
+def frozen_at_start(logged: str) -> int:
+    """Objects the serving process froze once started (``heap.frozen``; 0 if it did not)."""
+    for line in logged.splitlines():
+        if '"heap.frozen"' in line:
+            return int(json.loads(line)["objects"])
+    return 0
 
 
 @pytest.fixture
@@ -120,8 +130,11 @@ def test_serve_runs_the_enabled_listeners_and_stops_them(
         assert echo(ports["dicom"]) == 0
         assert ack_code(ports["hl7"]) == "AA"
     finally:
-        assert stop(server) == 0
+        code, logged = stop(server)
+    assert code == 0
     assert not listening(ports["dicom"]) and not listening(ports["hl7"])
+    # Settled once started (hdsvault.heap): full collections skip the start-up objects.
+    assert frozen_at_start(logged) > 10_000
 
 
 @pytest.mark.parametrize("listener", ["dicom", "hl7"])
@@ -138,8 +151,10 @@ def test_each_listener_alone_answers_and_stops_on_sigterm(
             assert ack_code(port) == "AA"
         assert not listening(ports[listener]) and not listening(ports["http"])
     finally:
-        assert stop(proc) == 0
+        code, logged = stop(proc)
+    assert code == 0
     assert not listening(port)
+    assert frozen_at_start(logged) > 10_000
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from hdsvault.api.observability import RequestObservability
 from hdsvault.api.perimeter import Perimeter
 from hdsvault.blobs import open_blob_store
 from hdsvault.config import Settings, load_settings
+from hdsvault.heap import freeze_startup_heap
 from hdsvault.journal import service as journal
 from hdsvault.logs import configure_logging
 from hdsvault.platform import Platform
@@ -35,8 +36,9 @@ from hdsvault.records.patient_context import RecordsPatientContext
 from hdsvault.records.store import RecordStore
 
 
-def create_app(platform: Platform) -> FastAPI:
-    """Build the application around an opened platform."""
+def create_app(platform: Platform, *, freeze_heap: bool = False) -> FastAPI:
+    """Build the application around an opened platform; ``freeze_heap`` (the serving
+    commands): once started, settle the process's heap (:mod:`hdsvault.heap`)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +60,8 @@ def create_app(platform: Platform) -> FastAPI:
             previous_context = register_patient_context(
                 RecordsPatientContext(RecordStore(platform))
             )
+        if freeze_heap:  # last: what is alive now lives as long as the server
+            freeze_startup_heap()
         try:
             yield
         finally:
@@ -128,4 +132,4 @@ def create_app_from_config() -> FastAPI:
     """Factory used by each server worker process: settings are rebuilt from the same sources."""
     settings: Settings = load_settings()
     configure_logging(settings.logging.level, json_output=settings.logging.json_output)
-    return create_app(Platform.open(settings))
+    return create_app(Platform.open(settings), freeze_heap=True)

@@ -43,6 +43,7 @@ def hl7_serve(host: HostOption = None, port: PortOption = None) -> None:
 def _serve_alone(which: Literal["dicom", "hl7"], host: str | None, port: int | None) -> None:
     """Run one listener with the journal sequencer beside it until SIGINT/SIGTERM."""
     from hdsvault.cli.protocol_listeners import ListenerConfigError, protocol_listeners
+    from hdsvault.heap import freeze_startup_heap
     from hdsvault.journal.service import sequencer_task
     from hdsvault.logs import configure_logging
 
@@ -62,6 +63,7 @@ def _serve_alone(which: Literal["dicom", "hl7"], host: str | None, port: int | N
             with protocol_listeners(platform) as started:
                 for line in started:
                     console.print(f"listening: {line}", markup=False)
+                freeze_startup_heap()
                 stop.wait()
         except ListenerConfigError as exc:
             fail(str(exc), code=2)

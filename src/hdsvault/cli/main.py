@@ -100,7 +100,7 @@ def serve(
         if n_workers != 1:
             console.print("zones and TLS are served by one process: --workers ignored")
         with opened_platform() as platform, _protocols(platform):  # fail before binding
-            listeners.serve(create_app(platform), cfg, host=host, port=port)
+            listeners.serve(create_app(platform, freeze_heap=True), cfg, host=host, port=port)
         return
     with opened_platform() as platform, _protocols(platform):
         _serve_workers(cfg, host or cfg.server.host, port or cfg.server.port, n_workers)
