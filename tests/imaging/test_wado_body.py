@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pydicom
@@ -146,9 +147,21 @@ def _enlarged(data: bytes) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("chunk", "large"),
-    [(None, ()), (16 * 1024, ()), (64 * 1024, (1, 4, 6)), (64 * 1024, (0, 1, 3))],
-    ids=["one-segment", "segmented", "mixed-ending-segmented", "mixed-ending-whole"],
+    ("chunk", "large", "cached", "made"),
+    [
+        (None, (), True, "on the loop"),
+        (None, (), False, "by a thread"),
+        (16 * 1024, (), True, "on the loop"),  # small: inline, each read whole
+        (64 * 1024, (1, 4, 6), True, "by a thread"),
+        (64 * 1024, (0, 1, 3), True, "by a thread"),
+    ],
+    ids=[
+        "one-segment",
+        "one-segment-read",
+        "segmented",
+        "mixed-ending-segmented",
+        "mixed-ending-whole",
+    ],
 )
 def test_streamed_retrieval_is_the_whole_body(
     platform: Platform,
@@ -156,19 +169,28 @@ def test_streamed_retrieval_is_the_whole_body(
     monkeypatch: pytest.MonkeyPatch,
     chunk: int | None,
     large: tuple[int, ...],
+    cached: bool,
+    made: str,
 ) -> None:
     """A study over the in-memory limit is streamed: the same body byte for byte as when sent
     whole (every instance, its pixel data as sent, in the same order), with the declared
     Content-Length, whether its instances are sealed in one AEAD segment (opened in place in
     runs), in several (opened segment by segment), or both, in any order, in pieces holding
-    one instance or several; and nothing of it leaves when its read cannot be journaled."""
+    one instance or several, its pieces made on the event loop (every blob in the caches) or
+    by a thread of their own (a blob to read); and nothing of it leaves when its read cannot
+    be journaled."""
     app = create_app(platform)
     store = ImagingStore(platform)
     if chunk is not None:
         store.chunk = chunk  # instances sealed in several segments, opened segment by segment
     if large:
         store.inline_max = 0  # files: a large one is then sealed in several segments
+    if not cached:
+        store.inline_cache.max_bytes = store.file_cache.max_bytes = 0  # every blob read
     app.state.imaging_store = store
+    chosen: list[str] = []
+    for name, how in (("made_here", "on the loop"), ("prefetched", "by a thread")):
+        monkeypatch.setattr(dicomweb, name, _noted(getattr(dicomweb, name), how, chosen))
     auth = _radiologist(platform, tenant)
     study, files = study_files(7)
     files = [_enlarged(f) if i in large else f for i, f in enumerate(files)]
@@ -189,6 +211,7 @@ def test_streamed_retrieval_is_the_whole_body(
                 assert sorted(_identity(p.body) for p in parts) == sorted(map(_identity, files))
                 bodies.append(r.content.replace(params["boundary"].encode(), b"B"))
             assert bodies[1:] == bodies[:1] * 2  # byte for byte, but for the random boundary
+            assert chosen == [made, made]  # the two streamed retrievals
 
             # Invariant 2 on the streamed path: no trace, no byte of the study.
             platform.durable_journal().close()
@@ -266,6 +289,18 @@ def test_no_trace_no_byte_on_the_in_place_path(
         _withheld(r, files)
 
 
+def _noted(
+    make: Callable[..., AsyncIterator[bytes | memoryview]], how: str, chosen: list[str]
+) -> Callable[..., AsyncIterator[bytes | memoryview]]:
+    """``make``, noting ``how`` in ``chosen`` at each call."""
+
+    def noted(*args: Any) -> AsyncIterator[bytes | memoryview]:
+        chosen.append(how)
+        return make(*args)
+
+    return noted
+
+
 def _source(n: int, produced: list[int], closed: threading.Event) -> Iterator[bytes]:
     try:
         for i in range(n):
@@ -306,6 +341,20 @@ def test_prefetched_stops_the_producer_when_the_sender_stops() -> None:
     asyncio.run(first_only())
     assert closed.is_set()  # the source was closed (its files) before aclose returned
     assert len(produced) <= 4
+
+
+def test_made_here_closes_its_pieces_when_the_sender_stops() -> None:
+    produced: list[int] = []
+    closed = threading.Event()
+
+    async def first_only() -> None:
+        body = dicomweb.made_here(_source(1000, produced, closed))
+        async for _piece in body:
+            break
+        await body.aclose()  # what the server does when the client goes away
+
+    asyncio.run(first_only())
+    assert closed.is_set() and produced == [0]  # nothing made ahead of the sender
 
 
 def test_prefetched_raises_the_producers_error_in_the_sender() -> None:

@@ -385,7 +385,7 @@ async def wado(request: Request) -> Response:
     body = multipart.coalesce(_pieces(store, caller.tenant, found, boundary), STREAM_PIECE)
     length = multipart.framed_length(((_part_type(r), r.size) for r in refs), boundary)
     return StreamingResponse(
-        prefetched(body, STREAM_AHEAD),
+        made_here(body) if retrieve.held(store, refs) else prefetched(body, STREAM_AHEAD),
         media_type=media,
         headers={"Content-Length": str(length)},
     )
@@ -445,6 +445,29 @@ router.routes[:0] = _WADO_ROUTES  # matched first: the hot path
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+async def made_here(pieces: Iterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    """``pieces`` made on the event loop, each just before it is sent: for a retrieval whose
+    sealed blobs are all in the process caches (:func:`retrieve.held`), where making a piece
+    reads nothing and only decrypts it (~0.25 ms per 2 MiB piece, the loop's other requests
+    served between pieces).
+
+    Why not :func:`prefetched` there: its thread then only adds hand-offs (a wake-up of the
+    loop per piece, the interpreter lock passed back and forth) and a third runnable thread
+    on a machine whose other core runs the client. 40 x 525 KB studies, two servers side by
+    side (before / after) and Orthanc, 14 rounds alternating, twice (docs/imaging.md): time
+    per study -13 % and -15 % through httpx; through a minimal client +8 % (right after the
+    upload) then -2 %; server CPU -7 to -12 %. A retrieval that must read keeps the thread:
+    a read from disk would hold every other request of the loop.
+    """
+    try:
+        for piece in pieces:
+            yield piece
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
 
 
 async def prefetched(

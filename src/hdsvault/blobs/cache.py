@@ -69,6 +69,11 @@ class SealedBlobCache:
         self._keep({key: data})
         return data
 
+    def holds(self, key: str) -> bool:
+        """Whether ``key`` is held now (not marked as used: a look, not a read)."""
+        with self._lock:
+            return key in self._held
+
     def discard(self, keys: Collection[str]) -> None:
         with self._lock:
             for key in keys:

@@ -343,6 +343,18 @@ def _sealed(store: ImagingStore, key: str) -> bytes:
     return store.file_cache.get(key, store.blobs.get)
 
 
+def held(store: ImagingStore, refs: Sequence[InstanceRef]) -> bool:
+    """Whether opening ``refs`` reads nothing: each is one segment and its sealed blob is in
+    the store's cache, right now (a later eviction means a read after all, not an error)."""
+    return all(
+        one_segment(store, r)
+        and (store.inline_cache if inline.is_inline(r.blob_key) else store.file_cache).holds(
+            r.blob_key
+        )
+        for r in refs
+    )
+
+
 def one_segment(store: ImagingStore, ref: InstanceRef) -> bool:
     """Whether ``ref`` is sealed as one AEAD segment (most instances; every inline one): it is
     then read and opened whole, in one call; a larger one is opened segment by segment."""
