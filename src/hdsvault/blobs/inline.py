@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine
 
 from hdsvault.blobs.base import BlobInfo, BlobStore, Payload, check_key
 from hdsvault.blobs.database import ROW_BYTES, DatabaseBlobStore
+from hdsvault.db import driver
 from hdsvault.db.engine import marker
 
 SEGMENT = "inline"
@@ -54,9 +55,10 @@ def put_in(conn: Connection, blobs: Sequence[tuple[str, bytes | bytearray]]) -> 
         if not is_inline(check_key(key)) or len(data) > ROW_BYTES:
             raise ValueError(f"{key[:80]!r} is not an inline key of at most {ROW_BYTES} bytes")
     m = marker(conn)
-    conn.exec_driver_sql(
+    driver.execute_many(
+        conn,
         f"INSERT INTO blob_chunks (blob_key, seq, data) VALUES ({m}, 0, {m})",  # noqa: S608
-        list(blobs) if len(blobs) > 1 else blobs[0],
+        blobs,
     )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from hdsvault.db import driver
+
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
@@ -42,10 +44,8 @@ def _on_sqlite_begin(conn: Any) -> None:
     # Writers take the write lock up front (BEGIN IMMEDIATE): two writers never deadlock on a
     # lock upgrade, they queue on busy_timeout instead. Readers use a deferred BEGIN: in WAL
     # mode they never wait for a writer, nor make one wait.
-    if conn.get_execution_options().get(READ_ONLY):
-        conn.exec_driver_sql("BEGIN")
-    else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    read_only = conn.get_execution_options().get(READ_ONLY)
+    driver.execute(conn, "BEGIN" if read_only else "BEGIN IMMEDIATE", autobegin=False)
 
 
 def marker(conn: Connection) -> str:

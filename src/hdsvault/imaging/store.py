@@ -9,9 +9,10 @@ Write path of a batch of instances (one STOW-RS request, or one C-STORE)::
       -> wait for the blobs -> BEGIN -> create new studies/series, instance rows, tokens,
          journal entries -> COMMIT -> acknowledge
 
-Per instance the transaction is a handful of statements sent through the driver
-(``exec_driver_sql``: no SQLAlchemy compilation or per-row parameter processing), because a
-C-STORE is a batch of one and pays the whole path for each instance.
+Per instance the lookup and the transaction are a handful of statements run by the driver's
+own cursor (:mod:`hdsvault.db.driver`: no SQLAlchemy compilation, execution context or result
+object per statement), because a C-STORE is a batch of one and pays the whole path for each
+instance.
 
 The index transaction starts once the batch's blobs are durable, so a committed row always
 points to a durable blob, and the index row, its tokens and its journal entry commit together
@@ -48,6 +49,7 @@ from hdsvault.crypto.aead import DataKeys, SealContext
 from hdsvault.crypto.blind_index import BlindIndex
 from hdsvault.crypto.keyring import DATA, TenantKeysMissing
 from hdsvault.crypto.sealed import imaging_meta_context
+from hdsvault.db import driver
 from hdsvault.db.engine import is_sqlite, marker, read_connection
 from hdsvault.db.schema import imaging_series, imaging_studies, imaging_tokens
 from hdsvault.imaging import index as ix
@@ -318,7 +320,7 @@ class ImagingStore:
         )
         params = (tenant, DATA, tenant, *instances, tenant, *studies, tenant, *series)
         found = _Found(None, tokens, {}, _Known({}, {}))
-        for kind, token, item, ref, version in conn.exec_driver_sql(sql, params):
+        for kind, token, item, ref, version in driver.execute(conn, sql, params):
             if kind == 0:
                 found.key_version = None if version is None else int(version)
             elif kind == 1:
@@ -519,19 +521,22 @@ class ImagingStore:
         if inline_rows:  # durable with the rows that name them: this transaction's commit
             inline.put_in(conn, inline_rows)
         if instance_rows:
-            conn.exec_driver_sql(
+            driver.execute_many(
+                conn,
                 f"INSERT INTO imaging_instances ({', '.join(_INSTANCE_COLUMNS)}) "  # noqa: S608
                 f"VALUES ({', '.join([m] * len(_INSTANCE_COLUMNS))})",
-                instance_rows if len(instance_rows) > 1 else instance_rows[0],
+                instance_rows,
             )
         if token_rows:
-            conn.exec_driver_sql(
+            driver.execute_many(
+                conn,
                 f"INSERT INTO imaging_tokens (tenant_id, level, item_id, token) "  # noqa: S608
                 f"VALUES ({m}, {m}, {m}, {m})",
                 [(r["tenant_id"], r["level"], r["item_id"], r["token"]) for r in token_rows],
             )
         for sid in bumped:
-            conn.exec_driver_sql(
+            driver.execute(
+                conn,
                 f"UPDATE imaging_studies SET revision = revision + 1, updated_at = {m} "  # noqa: S608
                 f"WHERE tenant_id = {m} AND id = {m}",
                 (stamp, tenant, sid),

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Row, select
 
+from hdsvault.db import driver
 from hdsvault.db.engine import marker
 from hdsvault.db.schema import journal_entries
 from hdsvault.journal.entry import JournalEntry, format_time, safe_text
@@ -116,8 +117,7 @@ def append(conn: Connection, entry: JournalEntry) -> None:
 def append_many(conn: Connection, entries: Iterable[JournalEntry]) -> int:
     """Record several entries in one statement (batch importers, group commit)."""
     rows = list(map(row_builder(conn), entries))
-    if rows:
-        conn.exec_driver_sql(_insert_sql(conn), rows)
+    driver.execute_many(conn, _insert_sql(conn), rows)
     return len(rows)
 
 

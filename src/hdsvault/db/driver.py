@@ -1,0 +1,78 @@
+"""Hot statements run by the database driver's own cursor, inside SQLAlchemy's transaction.
+
+Why: ``Connection.exec_driver_sql`` skips SQLAlchemy's compilation, but still builds an
+execution context, a cursor result and its metadata for every statement: 50 us per
+statement against 8 us for the same statement through the driver's cursor (a C-STORE's
+lookup, SQLite, measured in-process). A C-STORE runs about seven statements (BEGIN, the
+lookup, its rows, blob, tokens, study revision and journal entry), so this was ~0.3 ms of
+the ~2 ms of interpreter time each one costs, paid under the interpreter lock that every
+association of the listener shares.
+
+What is kept of SQLAlchemy: the connection, its pool and its transaction (``begin`` /
+commit / rollback, and the SQLite ``BEGIN`` hook of :mod:`hdsvault.db.engine`, which these
+functions trigger as SQLAlchemy's own autobegin would); errors are raised as SQLAlchemy
+raises them (``IntegrityError``, ``OperationalError``... through
+``DBAPIError.instance``), and a connection the driver reports lost is invalidated, so that
+callers and the pool behave exactly as with ``exec_driver_sql``. What is not: result rows
+are plain tuples, and parameters go to the driver as they are (``?`` or ``%s`` markers,
+:func:`hdsvault.db.engine.marker`). For the few statements on a hot path only; everything
+else stays with SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+
+
+def execute(
+    conn: Connection, sql: str, params: Sequence[Any] = (), *, autobegin: bool = True
+) -> list[tuple[Any, ...]]:
+    """Run ``sql`` once; its rows (none for a statement that returns none). ``autobegin``
+    false: inside SQLAlchemy's ``begin`` hook, where the transaction is being begun."""
+    if autobegin:
+        _begun(conn)
+    with _cursor(conn, sql, params) as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall()) if cur.description is not None else []
+
+
+def execute_many(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run ``sql`` once per row of ``rows`` (the driver's ``executemany``)."""
+    if rows:
+        _begun(conn)
+        with _cursor(conn, sql, rows) as cur:
+            cur.executemany(sql, rows)
+
+
+def _begun(conn: Connection) -> None:
+    if not conn.in_transaction():
+        conn.begin()  # what SQLAlchemy's autobegin does on a first statement (and its hooks)
+
+
+@contextmanager
+def _cursor(conn: Connection, sql: str, params: Any) -> Iterator[Any]:
+    dbapi_conn = conn.connection.dbapi_connection
+    cur = dbapi_conn.cursor()  # type: ignore[union-attr]
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        yield cur
+    except dbapi_error as exc:
+        lost = conn.dialect.is_disconnect(exc, dbapi_conn, cur)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            dbapi_error,
+            connection_invalidated=lost,
+            dialect=conn.dialect,
+        ) from exc
+    finally:
+        if not conn.invalidated:
+            cur.close()

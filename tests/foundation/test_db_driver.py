@@ -1,0 +1,91 @@
+"""Hot statements through the driver's cursor (hdsvault.db.driver) behave as through
+SQLAlchemy: inside its transaction, with its exceptions, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from hdsvault.db import driver
+from hdsvault.db.engine import create_db_engine, marker, read_connection
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    engine = create_db_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS driver_probe"))
+        conn.execute(text("CREATE TABLE driver_probe (k VARCHAR(20) PRIMARY KEY, v INTEGER)"))
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE driver_probe"))
+    engine.dispose()
+
+
+def _rows(engine: Engine) -> list[tuple[str, int]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text("SELECT k, v FROM driver_probe ORDER BY k"))]
+
+
+def test_statements_commit_and_roll_back_with_the_transaction(engine: Engine) -> None:
+    with engine.begin() as conn:
+        m = marker(conn)
+        driver.execute_many(
+            conn, f"INSERT INTO driver_probe VALUES ({m}, {m})", [("a", 1), ("b", 2)]
+        )
+        driver.execute(conn, f"UPDATE driver_probe SET v = v + 10 WHERE k = {m}", ("a",))
+        assert driver.execute(conn, "SELECT k, v FROM driver_probe ORDER BY k") == [
+            ("a", 11),
+            ("b", 2),
+        ]
+    assert _rows(engine) == [("a", 11), ("b", 2)]
+
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        driver.execute(conn, f"DELETE FROM driver_probe WHERE k = {marker(conn)}", ("a",))
+        raise RuntimeError("the unit of work fails after the statement")
+    assert _rows(engine) == [("a", 11), ("b", 2)]  # rolled back with SQLAlchemy's transaction
+
+
+def test_a_first_statement_begins_the_transaction_as_autobegin_does(engine: Engine) -> None:
+    with engine.connect() as conn:
+        driver.execute(conn, f"INSERT INTO driver_probe VALUES ({marker(conn)}, 1)", ("x",))
+        assert conn.in_transaction()
+        conn.rollback()
+    assert _rows(engine) == []
+    with read_connection(engine) as conn:
+        assert driver.execute(conn, "SELECT COUNT(*) FROM driver_probe") == [(0,)]
+        assert conn.in_transaction()
+
+
+def test_driver_errors_are_sqlalchemy_errors(engine: Engine) -> None:
+    with engine.begin() as conn:
+        driver.execute(conn, f"INSERT INTO driver_probe VALUES ({marker(conn)}, 1)", ("a",))
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # what callers catch
+        driver.execute_many(
+            conn, f"INSERT INTO driver_probe VALUES ({marker(conn)}, 2)", [("b",), ("a",)]
+        )
+    assert _rows(engine) == [("a", 1)]  # nothing half-written
+    # The same class SQLAlchemy raises for the same statement (driver-dependent).
+    with pytest.raises(DBAPIError) as by_sqlalchemy, engine.begin() as conn:
+        conn.exec_driver_sql("SELECT nope FROM driver_probe")
+    with pytest.raises(type(by_sqlalchemy.value)), engine.begin() as conn:
+        driver.execute(conn, "SELECT nope FROM driver_probe")
+
+
+@pytest.mark.postgres
+def test_a_lost_connection_is_invalidated_for_the_pool(pg_url: str) -> None:
+    engine = create_db_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            pid = driver.execute(conn, "SELECT pg_backend_pid()")[0][0]
+            conn.rollback()
+            with engine.connect() as other:
+                other.execute(text(f"SELECT pg_terminate_backend({int(pid)})"))
+            with pytest.raises(OperationalError) as raised:
+                driver.execute(conn, "SELECT 1")
+            assert raised.value.connection_invalidated and conn.invalidated
+        with engine.connect() as conn:  # the pool does not hand the dead connection out again
+            assert driver.execute(conn, "SELECT 1") == [(1,)]
+    finally:
+        engine.dispose()
