@@ -38,6 +38,19 @@ def test_a_uid_copy_is_the_uid_and_contexts_stay_separate() -> None:
     assert original.result is None and original.transfer_syntax == [ExplicitVRLittleEndian]
 
 
+def test_a_context_holding_something_else_is_copied_the_generic_way() -> None:
+    uids.install()
+    ae = AE()
+    ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian])
+    (original,) = ae.supported_contexts
+    original.extra = {"roles": [1]}  # type: ignore[attr-defined]  # a later pynetdicom's state
+    (copied,) = copy.deepcopy([original])
+    assert copied.extra == {"roles": [1]} and copied.extra is not original.extra
+    assert copied.extra["roles"] is not original.extra["roles"]
+    assert copied.transfer_syntax == [ExplicitVRLittleEndian]
+    assert copied.transfer_syntax is not original.transfer_syntax
+
+
 def test_associations_negotiate_with_the_copied_contexts(dimse: Dimse) -> None:
     for _ in range(2):  # the second association copies from the same, untouched contexts
         ae = AE(ae_title="DCMTK")
