@@ -19,9 +19,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_init_then_serve_answers_readyz(tmp_path: Path, workers: int) -> None:
-    env = {**os.environ, "HDSVAULT_DATA_DIR": str(tmp_path / "var")}
+def _started(tmp_path: Path, workers: int, **env_vars: str) -> tuple[subprocess.Popen[str], int]:
+    """``hdsvault init`` then ``hdsvault serve`` (``workers`` processes), answering /readyz."""
+    env = {**os.environ, "HDSVAULT_DATA_DIR": str(tmp_path / "var"), **env_vars}
     env.pop("HDSVAULT_CONFIG", None)
     subprocess.run(["hdsvault", "init"], env=env, check=True, capture_output=True)
     port = free_port()
@@ -32,16 +32,24 @@ def test_init_then_serve_answers_readyz(tmp_path: Path, workers: int) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    deadline = time.monotonic() + 60
+    ready = None
+    while time.monotonic() < deadline:
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    if ready is None or ready.status_code != 200:
+        server.kill()
+        raise AssertionError(f"not ready: {ready}; {server.communicate(timeout=30)[1][-2000:]}")
+    return server, port
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_init_then_serve_answers_readyz(tmp_path: Path, workers: int) -> None:
+    server, port = _started(tmp_path, workers)
     try:
-        deadline = time.monotonic() + 60
-        ready = None
-        while time.monotonic() < deadline:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert ready is not None and ready.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/api/whoami").status_code == 401
         assert "hdsvault_http_requests_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
     finally:
@@ -54,6 +62,24 @@ def test_init_then_serve_answers_readyz(tmp_path: Path, workers: int) -> None:
     frozen = [json.loads(line)["objects"] for line in lines if '"heap.frozen"' in line]
     assert len(frozen) == workers and all(n > 10_000 for n in frozen)
     assert "Bearer" not in stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_perimeter_head_time_out_holds_with_workers(tmp_path: Path, workers: int) -> None:
+    """``[perimeter] header_timeout_seconds`` cuts a client that never finishes its request
+    head, whether one process serves or worker processes do (they used to keep the
+    protocol's built-in 10 s)."""
+    server, port = _started(tmp_path, workers, HDSVAULT_PERIMETER__HEADER_TIMEOUT_SECONDS="1")
+    try:
+        for _ in range(2 * workers):  # connections spread over the workers
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=8) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # head never finished
+                assert s.recv(100) == b""  # closed by the server
+            assert 0.8 < time.monotonic() - started < 4
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
 
 
 def test_config_show_masks_secrets(tmp_path: Path) -> None:

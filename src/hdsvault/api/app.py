@@ -23,6 +23,7 @@ from hdsvault.access.oidc import OidcVerifier
 from hdsvault.api import access_admin, dicomweb
 from hdsvault.api.auth import CurrentPrincipal
 from hdsvault.api.fhir import mount_fhir
+from hdsvault.api.listeners import apply_to_workers
 from hdsvault.api.observability import RequestObservability
 from hdsvault.api.perimeter import Perimeter
 from hdsvault.blobs import open_blob_store
@@ -132,4 +133,5 @@ def create_app_from_config() -> FastAPI:
     """Factory used by each server worker process: settings are rebuilt from the same sources."""
     settings: Settings = load_settings()
     configure_logging(settings.logging.level, json_output=settings.logging.json_output)
+    apply_to_workers(settings.perimeter)  # before this worker accepts a connection
     return create_app(Platform.open(settings), freeze_heap=True)

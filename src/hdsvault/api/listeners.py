@@ -147,6 +147,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise ValueError("request head too large")  # llhttp stops: uvicorn answers 400
 
 
+def head_limit_of(perimeter: PerimeterSettings) -> int:
+    """The protocol's request-head bound for these limits: heads up to twice the perimeter's
+    limit reach it (a 431 with a reason); beyond, the protocol refuses them before they are
+    held in memory."""
+    return max(64 * 1024, 2 * perimeter.max_header_bytes)
+
+
+def apply_to_workers(perimeter: PerimeterSettings) -> None:
+    """Give :class:`GuardedHttpToolsProtocol` itself this process's head time-out and head
+    limit: in a worker process of ``hdsvault serve --workers N``, uvicorn builds each
+    connection's protocol from the class it was given by name, in the parent, before the
+    settings are read (a class built per configuration, as :func:`guarded_protocol` does,
+    cannot cross to the spawned workers). Called by the workers' application factory, before
+    they accept a connection."""
+    GuardedHttpToolsProtocol.header_timeout = perimeter.header_timeout_seconds
+    GuardedHttpToolsProtocol.head_limit = head_limit_of(perimeter)
+
+
 def guarded_protocol(header_timeout: float, head_limit: int) -> type[GuardedHttpToolsProtocol]:
     """A protocol class with this head time-out and head limit (uvicorn builds one instance
     per connection)."""
@@ -248,9 +266,6 @@ class ListenerGroup:
 
     def _config(self, app: ASGIApp, listener: Listener, *, primary: bool) -> uvicorn.Config:
         p: PerimeterSettings = self.settings.perimeter
-        # Heads up to twice the perimeter's limit reach it (a 431 with a reason); beyond,
-        # the protocol refuses them before they are held in memory.
-        head_limit = max(64 * 1024, 2 * p.max_header_bytes)
         served: ASGIApp = ZoneGate(app, listener.zone) if listener.zone is not None else app
         extra: dict[str, Any] = {}
         if listener.tls:
@@ -261,7 +276,7 @@ class ListenerGroup:
             host=listener.host,
             port=listener.port,
             lifespan="on" if primary else "off",  # one application, started once
-            http=guarded_protocol(p.header_timeout_seconds, head_limit),
+            http=guarded_protocol(p.header_timeout_seconds, head_limit_of(p)),
             log_config=None,
             access_log=False,
             server_header=False,

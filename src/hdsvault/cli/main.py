@@ -143,8 +143,9 @@ def _serve_workers(cfg: Settings, host: str, port: int, n_workers: int) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
-        http=GuardedHttpToolsProtocol,  # head time-out 10 s, head limit 64 KiB
-        timeout_keep_alive=5,
+        http=GuardedHttpToolsProtocol,  # [perimeter] limits set in each worker (apply_to_workers)
+        timeout_keep_alive=int(max(1, cfg.perimeter.keep_alive_seconds)),
+        limit_concurrency=cfg.perimeter.max_connections,
         # A worker importing the app on a loaded host can take longer than uvicorn's 5 s.
         timeout_worker_healthcheck=60,
     )
