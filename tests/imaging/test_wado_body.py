@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -15,7 +17,7 @@ import httpx
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from imaging_helpers import TENANT, alter_inline_blob, study_files
+from imaging_helpers import TENANT, alter_inline_blob, free_port, study_files
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
@@ -23,6 +25,7 @@ from hdsvault.access.roles import Role
 from hdsvault.access.tokens import create_token
 from hdsvault.api import dicomweb
 from hdsvault.api.app import create_app
+from hdsvault.api.listeners import ListenerGroup, plan
 from hdsvault.blobs import inline
 from hdsvault.crypto.errors import DecryptionError
 from hdsvault.db.schema import journal_entries
@@ -31,6 +34,7 @@ from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.journal import group_commit
 from hdsvault.platform import Platform
+from hdsvault.records.model import Caller
 
 ACCEPT = {"Accept": 'multipart/related; type="application/dicom"'}
 
@@ -341,6 +345,57 @@ def test_prefetched_stops_the_producer_when_the_sender_stops() -> None:
     asyncio.run(first_only())
     assert closed.is_set()  # the source was closed (its files) before aclose returned
     assert len(produced) <= 4
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["made-on-the-loop", "made-by-a-thread"])
+def test_a_client_gone_mid_stream_stops_the_retrieval(
+    platform: Platform, tenant: str, caller: Caller, monkeypatch: pytest.MonkeyPatch, cached: bool
+) -> None:
+    """On a real listener (``hdsvault serve``'s): a client that leaves after the first bytes of
+    a streamed study stops its decryption, whichever way its pieces are made, and the server
+    goes on serving. Without a turn of the loop between pieces made on it, the whole study
+    was decrypted for nobody."""
+    store = ImagingStore(platform)
+    if not cached:
+        store.inline_cache.max_bytes = store.file_cache.max_bytes = 0
+    study, files = study_files(200)
+    files = [_enlarged(f) for f in files]  # 200 x ~150 KB: more than the sockets' buffers
+    assert all(o.status == "stored" for o in store.store_many(caller, files, source="test"))
+    app = create_app(platform)
+    app.state.imaging_store = store
+    monkeypatch.setattr(dicomweb, "IN_MEMORY", 0)
+    opened: list[str] = []
+    read_into = retrieve.read_into
+
+    def counted(*args: Any) -> None:
+        opened.append(args[2].id)
+        read_into(*args)
+
+    monkeypatch.setattr(retrieve, "read_into", counted)
+    group = ListenerGroup(app, platform.settings, plan(platform.settings, "127.0.0.1", free_port()))
+    group.start_in_thread()
+    try:
+        port = group.listeners[0].port
+        auth = _radiologist(platform, tenant)
+        path = f"/dicomweb/{TENANT}/studies/{study}"
+        if cached:  # a first retrieval fills the caches
+            whole = httpx.get(f"http://127.0.0.1:{port}{path}", headers={**auth, **ACCEPT})
+            assert whole.status_code == 200
+            opened.clear()
+        head = "".join(f"{k}: {v}\r\n" for k, v in {**auth, **ACCEPT}.items())
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+            got = 0
+            while got < 200_000:
+                got += len(s.recv(65536))
+        time.sleep(1.5)  # the server's turn to notice
+        assert 0 < len(opened) < 150, len(opened)  # the buffers' worth, not the 200
+        again = httpx.get(f"http://127.0.0.1:{port}/healthz")
+        assert again.status_code == 200
+    finally:
+        group.stop()
+        group.join()
+        store.close()
 
 
 def test_made_here_closes_its_pieces_when_the_sender_stops() -> None:

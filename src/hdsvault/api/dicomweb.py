@@ -18,7 +18,7 @@ import contextvars
 import json
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sized
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -67,6 +67,13 @@ in 2 MiB pieces against 14.25 ms in 4 MiB ones (docs/imaging.md)."""
 STREAM_AHEAD = 2
 """Pieces of a streamed WADO-RS body read and opened ahead of the one being sent (memory: this
 many pieces, plus the one being produced and the one being sent)."""
+TURN_AFTER = 32 * 1024 * 1024
+"""A body made on the event loop (:func:`made_here`) gives the loop a turn at least after
+this many bytes, besides the turns it takes when a callback is due. Not a turn after every
+piece: that changed how the body left (in smaller reads on the client's side) and cost a
+client that reads as fast as it can dearly: per five 40 x 525 KB studies (21 MB each), two
+servers side by side, 12 rounds alternating, a turn per 2 MiB piece 124.0 ms against 86.0
+without; one per 8 MiB 89.8 and 136.6 ms against 83.5 and 88.6."""
 IN_MEMORY = 16 * 1024 * 1024
 """A retrieval of at most this many bytes is read whole (while its journal entry is flushed)
 and sent as one body; a larger one is streamed, one piece at a time (memory bound)."""
@@ -460,10 +467,28 @@ async def made_here(pieces: Iterator[bytes | memoryview]) -> AsyncIterator[bytes
     per study -13 % and -15 % through httpx; through a minimal client +8 % (right after the
     upload) then -2 %; server CPU -7 to -12 %. A retrieval that must read keeps the thread:
     a read from disk would hold every other request of the loop.
+
+    The loop gets a turn (``sleep(0)``) between pieces when a callback is due on it, and at
+    least every :data:`TURN_AFTER` bytes: once the client is gone, uvicorn's ``send``
+    returns without waiting, and without a turn the connection's loss (scheduled as such a
+    callback) and the response's cancellation would be seen only after the whole body had
+    been decrypted for nobody, with asyncio warning at each write to the lost connection
+    (seen with clients cutting a 21 MB study after 1 MB: 6 warnings in 20 cuts, none with
+    the turns; tested). The turns are not free: 4-10 % more time per 40 x 525 KB study
+    through a client that reads as fast as it can (A/B 0.905 and 0.956), none through httpx.
+    Other requests' callbacks get their turns the same way.
     """
+    # Callbacks due now on CPython's event loop (a connection's loss is one); another loop
+    # (none is used here) gets its turns by bytes alone.
+    due: Sized = getattr(asyncio.get_running_loop(), "_ready", ())
+    since_turn = 0
     try:
         for piece in pieces:
             yield piece
+            since_turn += len(piece)
+            if due or since_turn >= TURN_AFTER:
+                since_turn = 0
+                await asyncio.sleep(0)
     finally:
         close = getattr(pieces, "close", None)
         if close is not None:
