@@ -4,7 +4,9 @@ control id gets the same ACK and writes nothing twice."""
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +188,18 @@ def test_messages_stored_sealed(
     for f in [db, *db.parent.glob(db.name + "-wal")]:
         data = f.read_bytes()
         assert b"ZYGOMATIQUE" not in data and INS_DUPONT.encode() not in data
+
+
+def test_stopping_the_listener_closes_its_open_connections(
+    platform: Platform, tenant: str, settings: Settings
+) -> None:
+    """A sender still connected when the listener stops sees its connection closed at once
+    (its handler ended on the running loop, not left to the garbage collector)."""
+    settings.hl7.port = 0
+    settings.hl7.senders = [Hl7SenderSettings(application="SIH_ADT", tenant=tenant)]
+    server = MllpServer(platform)
+    host, port = server.start()
+    with socket.create_connection((host, port), timeout=10) as idle:
+        time.sleep(0.2)  # accepted: its handler waits for a first message
+        server.stop()
+        assert idle.recv(100) == b""  # closed by the server, not timed out

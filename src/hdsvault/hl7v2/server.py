@@ -95,6 +95,16 @@ class MllpServer:
 
             loop.run_until_complete(serve())
             loop.run_forever()
+            # Stopped: end the open connections' handlers (each closes its connection) while
+            # the loop still runs, instead of leaving them to the garbage collector, whose
+            # close then failed on the closed loop ("Event loop is closed") and left the
+            # senders' connections open. A message being ingested in its worker thread
+            # finishes there: it was persisted or not, never acknowledged (the sender
+            # resends; a repeated control id is idempotent).
+            handlers = asyncio.all_tasks(loop)
+            for task in handlers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*handlers, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=run, name="hl7-mllp", daemon=True)
