@@ -398,6 +398,49 @@ def test_a_client_gone_mid_stream_stops_the_retrieval(
         store.close()
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+def test_head_answers_what_get_would_without_reading(
+    platform: Platform, tenant: str, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """HEAD on WADO-RS: GET's status, type and length, no body, no blob read or decrypted;
+    journaled as the retrieval it describes. Refused the same way without a token."""
+    app = create_app(platform)
+    auth = _radiologist(platform, tenant)
+    study, files = study_files(5)
+    url = f"/dicomweb/{TENANT}/studies/{study}"
+    if streamed:
+        monkeypatch.setattr(dicomweb, "IN_MEMORY", 0)
+    opened: list[str] = []
+    read_into = retrieve.read_into
+
+    def counted(*args: Any) -> None:
+        opened.append(args[2].id)
+        read_into(*args)
+
+    monkeypatch.setattr(retrieve, "read_into", counted)
+    with TestClient(app) as client:
+        _stow(client, auth, files)
+        got = client.get(url, headers={**auth, **ACCEPT})
+        assert got.status_code == 200 and len(opened) == 5
+        opened.clear()
+        entries = _journal_count(platform)
+        head = client.head(url, headers={**auth, **ACCEPT})
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == got.headers["content-length"]
+        assert (
+            head.headers["content-type"].split(";")[:2]
+            == got.headers["content-type"].split(";")[:2]
+        )
+        assert opened == []  # nothing read, nothing decrypted
+        assert _journal_count(platform) == entries + 1
+        assert client.head(url, headers=ACCEPT).status_code == 401
+
+
+def _journal_count(platform: Platform) -> int:
+    with platform.engine.connect() as conn:
+        return len(conn.execute(select(journal_entries.c.seq)).all())
+
+
 def test_made_here_closes_its_pieces_when_the_sender_stops() -> None:
     produced: list[int] = []
     closed = threading.Event()

@@ -361,6 +361,7 @@ async def wado(request: Request) -> Response:
     store = await imaging_store(request)
     platform: Platform = request.app.state.platform
     boundary = multipart.new_boundary()
+    head_only = request.method == "HEAD"  # Starlette routes HEAD to GET's endpoint
 
     def layout(refs: list[retrieve.InstanceRef]) -> tuple[bytearray, list[memoryview]]:
         return multipart.frame_into([(_part_type(r), r.size) for r in refs], boundary)
@@ -376,7 +377,7 @@ async def wado(request: Request) -> Response:
             [study],
             [series] if series else [],
             [sop] if sop else [],
-            in_memory=IN_MEMORY,
+            in_memory=0 if head_only else IN_MEMORY,
             layout=layout,
         )
         return caller, found
@@ -389,8 +390,13 @@ async def wado(request: Request) -> Response:
     if found.body is not None:  # opened already, in place: one body
         return Response(memoryview(found.body), media_type=media)
     refs = found.refs
-    body = multipart.coalesce(_pieces(store, caller.tenant, found, boundary), STREAM_PIECE)
     length = multipart.framed_length(((_part_type(r), r.size) for r in refs), boundary)
+    if head_only:
+        # What a GET would answer, without its body: nothing read or decrypted (a HEAD cost
+        # a whole retrieval before), still journaled as the retrieval it describes (the
+        # caller learns which instances exist and their sizes).
+        return Response(media_type=media, headers={"Content-Length": str(length)})
+    body = multipart.coalesce(_pieces(store, caller.tenant, found, boundary), STREAM_PIECE)
     return StreamingResponse(
         made_here(body) if retrieve.held(store, refs) else prefetched(body, STREAM_AHEAD),
         media_type=media,
