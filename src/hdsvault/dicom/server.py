@@ -45,10 +45,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from hdsvault.dicom import reactor, receive, store_response, uids
 from hdsvault.dicom.peers import Peer, Peers
+from hdsvault.dicom.study_syncs import StudySyncs
 from hdsvault.imaging import dicomfile, queries, retrieve
 from hdsvault.imaging.attributes import QR_LEVEL, Level, parse_attribute
 from hdsvault.imaging.errors import ImagingError, Kind
-from hdsvault.imaging.fhir import sync_pending, sync_studies
+from hdsvault.imaging.fhir import sync_pending, sync_study
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.records.model import Caller
 
@@ -138,6 +139,8 @@ class DimseServer:
         self._server: Any = None
         self._associations: dict[int, _Association] = {}
         self._lock = threading.Lock()
+        self._open = 0  # connections open now (the study syncs wait for none)
+        self._syncs: StudySyncs | None = None
         self.ae = self._build_ae()
 
     # -- set-up -------------------------------------------------------------------------------
@@ -170,6 +173,7 @@ class DimseServer:
     def handlers(self) -> list[Any]:
         return [
             (evt.EVT_CONN_OPEN, nodelay),
+            (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_CONN_OPEN, reactor.wake_on_events),
             (evt.EVT_CONN_CLOSE, self._on_close),
             (evt.EVT_C_ECHO, self._on_echo),
@@ -191,6 +195,9 @@ class DimseServer:
             sync_pending(self.store, self._service_caller)
         except Exception as exc:  # derived data: never block the listener on it
             log.warning("imagingstudy.sync-pending-failed", error=str(exc)[:200])
+        self._syncs = StudySyncs(
+            lambda caller, sid: sync_study(self.store, caller, sid), lambda: self._open
+        )
         self._server = self.ae.start_server(
             (self.settings.host, self.settings.port), block=False, evt_handlers=self.handlers()
         )
@@ -202,6 +209,9 @@ class DimseServer:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        if self._syncs is not None:  # what the last associations added, in step before we stop
+            self._syncs.close()
+            self._syncs = None
 
     def _service_caller(self, tenant: str) -> Caller:
         from hdsvault.access.roles import Role
@@ -261,22 +271,24 @@ class DimseServer:
             state.studies.add(outcome.study_id)
         return 0x0000
 
+    def _on_open(self, _event: Any) -> None:
+        with self._lock:
+            self._open += 1
+
     def _on_close(self, event: Any) -> None:
-        """Bring the ImagingStudy resources of the studies the association added to in step.
+        """Hand the studies the association added to to the ImagingStudy syncs.
 
         Derived data, so off the acknowledgement path: each C-STORE was acknowledged once its
-        instance, index rows and journal entry were durable. Until this runs (at the end of
-        the association) the FHIR API shows the studies as they were before it; a crash in
-        between is caught up by :func:`sync_pending` when the listener starts.
+        instance, index rows and journal entry were durable. Until its study is synced (once
+        no association is open, at the latest 5 s later: :mod:`hdsvault.dicom.study_syncs`)
+        the FHIR API shows the study as it was before; a crash in between is caught up by
+        :func:`sync_pending` when the listener starts.
         """
         with self._lock:
+            self._open -= 1
             state = self._associations.pop(id(event.assoc), None)
-        if state is None or not state.studies:
-            return
-        try:
-            sync_studies(self.store, state.caller, state.studies)
-        except Exception as exc:  # left for sync_pending
-            log.warning("imagingstudy.sync-deferred", error=str(exc)[:200])
+        if state is not None and state.studies and self._syncs is not None:
+            self._syncs.add(state.caller, state.studies)
 
     def _identifier(self, ds: Dataset) -> tuple[str, dict[str, str], list[str]]:
         level = str(ds.get("QueryRetrieveLevel", "")).strip().upper()
