@@ -17,7 +17,7 @@ import httpx
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from imaging_helpers import TENANT, alter_inline_blob, free_port, study_files
+from imaging_helpers import TENANT, alter_inline_blob, free_port, rows_in, study_files
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
@@ -364,14 +364,7 @@ def test_a_client_gone_mid_stream_stops_the_retrieval(
     app = create_app(platform)
     app.state.imaging_store = store
     monkeypatch.setattr(dicomweb, "IN_MEMORY", 0)
-    opened: list[str] = []
-    read_into = retrieve.read_into
-
-    def counted(*args: Any) -> None:
-        opened.append(args[2].id)
-        read_into(*args)
-
-    monkeypatch.setattr(retrieve, "read_into", counted)
+    opened = _counted_reads(monkeypatch)
     group = ListenerGroup(app, platform.settings, plan(platform.settings, "127.0.0.1", free_port()))
     group.start_in_thread()
     try:
@@ -410,20 +403,13 @@ def test_head_answers_what_get_would_without_reading(
     url = f"/dicomweb/{TENANT}/studies/{study}"
     if streamed:
         monkeypatch.setattr(dicomweb, "IN_MEMORY", 0)
-    opened: list[str] = []
-    read_into = retrieve.read_into
-
-    def counted(*args: Any) -> None:
-        opened.append(args[2].id)
-        read_into(*args)
-
-    monkeypatch.setattr(retrieve, "read_into", counted)
+    opened = _counted_reads(monkeypatch)
     with TestClient(app) as client:
         _stow(client, auth, files)
         got = client.get(url, headers={**auth, **ACCEPT})
         assert got.status_code == 200 and len(opened) == 5
         opened.clear()
-        entries = _journal_count(platform)
+        entries = rows_in(platform, journal_entries)
         head = client.head(url, headers={**auth, **ACCEPT})
         assert head.status_code == 200 and head.content == b""
         assert head.headers["content-length"] == got.headers["content-length"]
@@ -432,13 +418,26 @@ def test_head_answers_what_get_would_without_reading(
             == got.headers["content-type"].split(";")[:2]
         )
         assert opened == []  # nothing read, nothing decrypted
-        assert _journal_count(platform) == entries + 1
+        assert rows_in(platform, journal_entries) == entries + 1
         assert client.head(url, headers=ACCEPT).status_code == 401
+        # Invariant 2: no answer (the sizes are data too) when the access cannot be journaled.
+        platform.durable_journal().close()
+        refused = client.head(url, headers={**auth, **ACCEPT})
+        assert refused.status_code == 503
+        assert refused.headers["content-length"] != got.headers["content-length"]
 
 
-def _journal_count(platform: Platform) -> int:
-    with platform.engine.connect() as conn:
-        return len(conn.execute(select(journal_entries.c.seq)).all())
+def _counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the instances ``retrieve.read_into`` opens from now on, in order."""
+    opened: list[str] = []
+    read_into = retrieve.read_into
+
+    def counted(*args: Any) -> None:
+        opened.append(args[2].id)
+        read_into(*args)
+
+    monkeypatch.setattr(retrieve, "read_into", counted)
+    return opened
 
 
 def test_made_here_closes_its_pieces_when_the_sender_stops() -> None:

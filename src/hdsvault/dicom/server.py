@@ -78,7 +78,7 @@ _IMPLEMENTATION = (str(PYNETDICOM_IMPLEMENTATION_UID), PYNETDICOM_IMPLEMENTATION
 class _Association:
     """Per-association state of the C-STORE handler: who the peer acts as (built once, not
     per instance: its journal entries share one request id, the association's) and the
-    studies it added to (their ImagingStudy is synced at the end)."""
+    studies it added to (handed to the ImagingStudy syncs at its end)."""
 
     assoc: Any  # held so that its id(), the key of this state, is not reused meanwhile
     caller: Caller

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Select, Table, bindparam, func, select
 
 from hdsvault.access.decision import Operation
 from hdsvault.blobs import BlobError, BlobNotFound, inline
+from hdsvault.blobs.cache import SealedBlobCache
 from hdsvault.crypto.aead import DataKeys
 from hdsvault.crypto.errors import DecryptionError
 from hdsvault.crypto.keyring import DATA
@@ -338,20 +339,20 @@ def _sealed(store: ImagingStore, key: str) -> bytes:
     """A blob's sealed bytes, through the store's caches (:mod:`hdsvault.blobs.cache`):
     inline ones from the index database whatever the store's backend object
     (:mod:`hdsvault.blobs.inline`), the others from the backend."""
-    if inline.is_inline(key):
-        return store.inline_cache.get(key, partial(inline.get, store.engine))
-    return store.file_cache.get(key, store.blobs.get)
+    read = partial(inline.get, store.engine) if inline.is_inline(key) else store.blobs.get
+    return _cache_of(store, key).get(key, read)
+
+
+def _cache_of(store: ImagingStore, key: str) -> SealedBlobCache:
+    """The cache :func:`_sealed` reads ``key`` through."""
+    return store.inline_cache if inline.is_inline(key) else store.file_cache
 
 
 def held(store: ImagingStore, refs: Sequence[InstanceRef]) -> bool:
     """Whether opening ``refs`` reads nothing: each is one segment and its sealed blob is in
     the store's cache, right now (a later eviction means a read after all, not an error)."""
     return all(
-        one_segment(store, r)
-        and (store.inline_cache if inline.is_inline(r.blob_key) else store.file_cache).holds(
-            r.blob_key
-        )
-        for r in refs
+        one_segment(store, r) and _cache_of(store, r.blob_key).holds(r.blob_key) for r in refs
     )
 
 
