@@ -17,10 +17,12 @@ from sqlalchemy.exc import OperationalError
 
 from hdsvault.blobs import BlobError, BlobInfo, BlobStore, open_blob_store
 from hdsvault.blobs.base import Payload
-from hdsvault.db.schema import imaging_instances
+from hdsvault.db.engine import is_sqlite, marker
+from hdsvault.db.schema import imaging_instances, journal_entries
 from hdsvault.imaging import retrieve, sealing
 from hdsvault.imaging.errors import ImagingError, Kind
 from hdsvault.imaging.store import ImagingStore
+from hdsvault.journal import store as journal_store
 from hdsvault.journal.group_commit import JournalUnavailable
 from hdsvault.platform import Platform
 from hdsvault.records.model import Caller
@@ -87,22 +89,45 @@ def test_a_failed_blob_fails_only_its_instance(
         store.close()
 
 
+@pytest.mark.parametrize("failing", ["journal-record", "driver-statement"])
 def test_a_failed_transaction_leaves_no_blob(
-    platform: Platform, tenant: str, caller: Caller, monkeypatch: pytest.MonkeyPatch
+    platform: Platform,
+    tenant: str,
+    caller: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str,
 ) -> None:
+    """A transaction that fails leaves no row, no journal entry, no blob (invariants 1, 4),
+    whether the failure is raised above the database or by the database itself through the
+    driver's own cursor (``db/driver.py``: its error raised as SQLAlchemy's)."""
     store = ImagingStore(platform)
+    entries = rows_in(platform, journal_entries)
     try:
+        if failing == "journal-record":
 
-        def broken(*_args: object, **_kw: object) -> None:
-            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+            def broken(*_args: object, **_kw: object) -> None:
+                raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-        monkeypatch.setattr("hdsvault.imaging.journaling.record", broken)
+            monkeypatch.setattr("hdsvault.imaging.journaling.record", broken)
+        else:  # the journal insert, last statement of the transaction, fails in the database
+            monkeypatch.setattr(journal_store, "_insert_sql", _failing_insert)
         with pytest.raises(ImagingError, match="database unavailable"):
             store.store_many(caller, [sample_bytes(n) for n in NAMES], source="test")
         assert rows_in(platform, imaging_instances) == 0
+        assert rows_in(platform, journal_entries) == entries
         assert list(store.blobs.iter_keys(f"{tenant}/")) == []
     finally:
         store.close()
+
+
+def _failing_insert(conn: Any) -> str:
+    """A statement with the journal insert's parameters that the database itself fails: on
+    SQLite an unknown table; on PostgreSQL the session's own end (the connection lost in the
+    middle of the transaction, the most common storage failure there)."""
+    values = ", ".join([marker(conn)] * len(journal_store.ENTRY_COLUMNS))
+    if is_sqlite(conn.engine):
+        return f"INSERT INTO no_such_table VALUES ({values})"
+    return f"SELECT pg_terminate_backend(pg_backend_pid()) FROM (VALUES ({values})) AS v"
 
 
 def test_a_rotation_is_seen_by_the_next_store(
