@@ -497,6 +497,12 @@ def main() -> int:
         default=1,
         help="associations / HTTP clients in parallel, the same for both peers",
     )
+    ap.add_argument(
+        "--dicom-workers",
+        type=int,
+        default=None,
+        help="hdsvault's [dicom] workers (default: the configuration's default)",
+    )
     args = ap.parse_args()
     problem = missing_requirements()
     if problem or not Path("/usr/bin/storescu").exists():
@@ -527,7 +533,8 @@ def main() -> int:
             f'data_dir = "{work / "hdsvault"}"\n'
             '[logging]\nlevel = "warning"\n'
             f"[dicom]\nenabled = true\nport = {dport}\n"
-            f'[[dicom.peers]]\nae_title = "BENCH"\ntenant = "{TENANT}"\n'
+            + (f"workers = {args.dicom_workers}\n" if args.dicom_workers else "")
+            + f'[[dicom.peers]]\nae_title = "BENCH"\ntenant = "{TENANT}"\n'
         )
         settings = load_settings(config)
         init_platform(settings)

@@ -221,6 +221,18 @@ class DicomSettings(BaseModel):
     network_timeout: float = Field(default=60.0, gt=0)
     max_query_results: int = Field(default=1000, ge=1, le=100_000)
     max_stow_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1024)
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="processes serving associations: 0, one per CPU core (at most 8); 1, the "
+        "listening process itself; more, it accepts and hands each connection to the least "
+        "busy worker process",
+    )
+
+    def worker_processes(self) -> int:
+        """How many processes serve associations (``workers``, 0 resolved: see the field)."""
+        return self.workers or min(os.cpu_count() or 1, 8)
 
 
 class Hl7SenderSettings(BaseModel):
@@ -368,6 +380,12 @@ class Settings(BaseSettings):
     def certificates_dir(self) -> Path:
         return self.data_dir / "certificates"
 
+    def with_secrets(self) -> dict[str, Any]:
+        """The configuration as JSON values, secrets in clear: what a worker process is handed
+        to rebuild these exact settings (over a socket, never its command line or environment)."""
+        revealed: dict[str, Any] = _revealed(self.model_dump(mode="python"))
+        return revealed
+
     def redacted(self) -> dict[str, Any]:
         """The configuration as a dict, secrets masked (for ``config show`` and logs)."""
         out = self.model_dump(mode="json")
@@ -376,6 +394,18 @@ class Settings(BaseSettings):
         if out["kek"].get("pkcs11"):
             out["kek"]["pkcs11"]["pin"] = "********"
         return out
+
+
+def _revealed(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _redact_url(url: str) -> str:

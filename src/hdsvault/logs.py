@@ -43,3 +43,7 @@ def configure_logging(level: str = "info", *, json_output: bool = True) -> None:
     # uvicorn's access log would print query strings: ours replaces it.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # pynetdicom logs every association and DIMSE message at INFO (a line per C-STORE); the
+    # journal and hdsvault's own events say what happened. Shown at level "debug".
+    shown = logging.INFO if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    logging.getLogger("pynetdicom").setLevel(shown)

@@ -74,3 +74,32 @@ def test_redacted_hides_secrets(tmp_path: Path) -> None:
     assert "s3cret" not in shown
     assert "1234" not in shown
     assert "hds:***@db:5432/hds" in shown
+
+
+def test_dicom_workers_default_to_one_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    settings = load_settings()
+    assert settings.dicom.workers == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert settings.dicom.worker_processes() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert settings.dicom.worker_processes() == 8  # at most 8 by default
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert settings.dicom.worker_processes() == 1  # unknown: the listening process alone
+    settings.dicom.workers = 3
+    assert settings.dicom.worker_processes() == 3
+
+
+def test_settings_with_secrets_rebuild_the_same_settings(tmp_path: Path) -> None:
+    """What a DIMSE worker process is handed (over its socket) rebuilds equal settings,
+    secrets in clear included."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp_path}"\n[kek]\nprovider = "pkcs11"\n'
+        '[kek.pkcs11]\nmodule = "/m.so"\ntoken_label = "t"\npin = "1234-secret"\n'
+    )
+    settings = load_settings(cfg)
+    handed = settings.with_secrets()
+    assert handed["kek"]["pkcs11"]["pin"] == "1234-secret"
+    assert type(settings)(**handed) == settings

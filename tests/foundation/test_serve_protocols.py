@@ -98,8 +98,10 @@ def configured(tmp_path: Path, ports: dict[str, int]) -> Iterator[list[str]]:
     yield base
 
 
-def popen(args: list[str]) -> subprocess.Popen[str]:
+def popen(args: list[str], **settings: str) -> subprocess.Popen[str]:
+    """``args`` with no HDSVAULT_ variable of ours, but ``settings`` (``HDSVAULT_<name>``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HDSVAULT_")}
+    env.update({f"HDSVAULT_{k}": v for k, v in settings.items()})
     return subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -155,6 +157,49 @@ def test_each_listener_alone_answers_and_stops_on_sigterm(
     assert code == 0
     assert not listening(port)
     assert frozen_at_start(logged) > 10_000
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_dicom_workers_never_outlive_their_listener(
+    configured: list[str], ports: dict[str, int]
+) -> None:
+    """``[dicom] workers = 2``: two worker processes serve; when the listening process is
+    killed (SIGKILL: it cannot stop them), they see their control socket close and exit."""
+    port = free_port()
+    proc = popen([*configured, "dicom", "serve", "--port", str(port)], DICOM__WORKERS="2")
+    try:
+        wait_for(port, proc)
+        assert echo(port) == 0 and echo(port) == 0
+        workers = children(proc.pid)
+        assert len(workers) == 2, workers
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while not all(gone(w) for w in workers):
+        assert time.monotonic() < deadline, [w for w in workers if not gone(w)]
+        time.sleep(0.1)
+    assert not listening(port)
 
 
 @pytest.mark.parametrize(

@@ -45,9 +45,18 @@ def imaging(platform: Platform, tenant: str) -> Iterator[ImagingStore]:
 
 
 @pytest.fixture
-def dimse(platform: Platform, tenant: str, settings: Settings) -> Iterator[Dimse]:
+def workers() -> int:
+    """``[dicom] workers`` of the ``dimse`` listener: 1, in this process (tests that put a
+    failure in by hand need that); a test parametrizes ``workers`` to run it through worker
+    processes (:mod:`hdsvault.dicom.handoff`)."""
+    return 1
+
+
+@pytest.fixture
+def dimse(platform: Platform, tenant: str, settings: Settings, workers: int) -> Iterator[Dimse]:
     move_port = free_port()
     settings.dicom.port = free_port()
+    settings.dicom.workers = workers
     settings.dicom.peers = [
         DicomPeerSettings(ae_title="DCMTK", tenant=tenant),
         DicomPeerSettings(ae_title="MOVEDEST", tenant=tenant, host="127.0.0.1", port=move_port),

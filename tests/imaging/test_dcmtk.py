@@ -25,6 +25,7 @@ def _net(d: Dimse, aet: str = "DCMTK") -> list[str]:
     return ["-aet", aet, "-aec", d.ae_title, d.host, str(d.port)]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_echo_and_unknown_peer_refused(dimse: Dimse) -> None:
     assert run(dcmtk("echoscu"), *_net(dimse)).returncode == 0
     refused = run(dcmtk("echoscu"), *_net(dimse, "STRANGER"), check=False)
@@ -32,6 +33,7 @@ def test_echo_and_unknown_peer_refused(dimse: Dimse) -> None:
     assert "reject" in (refused.stdout + refused.stderr).lower()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_store_find_move_get(dimse: Dimse, tmp_path: Path) -> None:
     # storescu converts to what it proposes: propose each file's own (compressed) syntax
     plain = [str(sample(n)) for n in ("CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm")]
@@ -160,6 +162,7 @@ def test_failed_commit_fails_the_store_and_keeps_no_blob(
     assert "Received Store Response (Success)" in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_imagingstudy_synced_at_association_end(dimse: Dimse) -> None:
     """ImagingStudy is derived data: synced once the association ends, not per C-STORE."""
     import time

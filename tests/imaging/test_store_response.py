@@ -78,6 +78,32 @@ def test_pynetdicom_standard_handlers_follow_its_log_level() -> None:
         _config.LOG_HANDLER_LEVEL = saved[1]
 
 
+@pytest.mark.parametrize(("level", "bound"), [("info", "none"), ("debug", "standard")])
+def test_default_logging_leaves_pynetdicom_standard_handlers_unbound(
+    level: str, bound: str
+) -> None:
+    """At the default level (info) pynetdicom's per-message lines are not shown, so its
+    standard handlers stay unbound; an operator gets them back at debug."""
+    import logging
+
+    from pynetdicom import _config
+
+    from hdsvault.dicom.server import quiet_standard_handlers
+    from hdsvault.logs import configure_logging
+
+    root, logger = logging.getLogger(), logging.getLogger("pynetdicom")
+    saved = root.level, list(root.handlers), logger.level, _config.LOG_HANDLER_LEVEL
+    try:
+        configure_logging(level)
+        quiet_standard_handlers()
+        assert bound == _config.LOG_HANDLER_LEVEL
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        logger.setLevel(saved[2])
+        _config.LOG_HANDLER_LEVEL = saved[3]
+
+
 def test_the_listener_reads_without_pydicom_validation(dimse: Dimse) -> None:
     from pydicom import config
 

@@ -6,6 +6,12 @@ another study, 0x0124 when the peer is not authorised, 0xA700 when storage faile
 was acknowledged: the peer retries). C-FIND/C-MOVE/C-GET failures use 0xC000-0xCFFF
 (unable to process) and 0xA801 for an unknown move destination.
 
+Processes: with ``[dicom] workers = 1`` (or on one CPU core) this process listens and serves
+every association in its threads. With more (by default one per core) it only accepts, and
+worker processes serve (:mod:`hdsvault.dicom.handoff`): each runs a :class:`DimseServer` of
+its own, set up by :meth:`DimseServer.serve_handed` and given each connection by
+:meth:`DimseServer.take`; the ImagingStudy syncs stay in the listening process.
+
 Sockets: TCP_NODELAY is set on every socket we accept or open (C-MOVE sub-associations), so
 that small DIMSE responses are not held back by Nagle's algorithm (~40 ms each otherwise).
 """
@@ -42,8 +48,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
+from pynetdicom.transport import AssociationServer
 
 from hdsvault.dicom import reactor, receive, store_response, uids
+from hdsvault.dicom.handoff import ConnectionHandOff, StudiesAdded
 from hdsvault.dicom.peers import Peer, Peers
 from hdsvault.dicom.study_syncs import StudySyncs
 from hdsvault.imaging import dicomfile, queries, retrieve
@@ -81,6 +89,8 @@ class _Association:
     studies it added to (handed to the ImagingStudy syncs at its end)."""
 
     assoc: Any  # held so that its id(), the key of this state, is not reused meanwhile
+    peer: Peer
+    address: str | None
     caller: Caller
     source: str
     studies: set[str] = field(default_factory=set)
@@ -118,6 +128,21 @@ def nodelay(event: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class _HandedConnections(AssociationServer):
+    """pynetdicom's association server in a worker process: it never binds nor listens (the
+    listening process accepts); :meth:`DimseServer.take` gives it each connection."""
+
+    def server_bind(self) -> None:  # the address is the listening process's
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+
+STOP_GRACE = 10.0
+"""Seconds a stopping worker process lets its open associations finish."""
+
+
 def _text(elem: Any) -> str:
     value = elem.value
     if value is None:
@@ -132,14 +157,20 @@ def _text(elem: Any) -> str:
 class DimseServer:
     """Start with :meth:`start` (non-blocking), stop with :meth:`stop`."""
 
-    def __init__(self, store: ImagingStore) -> None:
+    def __init__(self, store: ImagingStore, *, ended: StudiesAdded | None = None) -> None:
+        """``ended``, in a worker process: called at each association's end (the listening
+        process counts them and syncs the studies); by default they are synced here."""
         self.store = store
         self.settings = store.settings.dicom
         self.peers = Peers(self.settings)
         self._server: Any = None
+        self._handoff: ConnectionHandOff | None = None
+        self._handed: _HandedConnections | None = None
+        self._ended = ended
         self._associations: dict[int, _Association] = {}
         self._lock = threading.Lock()
         self._open = 0  # connections open now (the study syncs wait for none)
+        self._closed = threading.Condition(self._lock)
         self._syncs: StudySyncs | None = None
         self.ae = self._build_ae()
 
@@ -184,34 +215,94 @@ class DimseServer:
         ]
 
     def start(self) -> tuple[str, int]:
-        """Listen (in background threads); catches up lagging ImagingStudy resources first."""
+        """Listen (in background threads, or worker processes when ``workers`` > 1); catches
+        up lagging ImagingStudy resources first."""
+        self._tune()
+        try:
+            sync_pending(self.store, self._service_caller)
+        except Exception as exc:  # derived data: never block the listener on it
+            log.warning("imagingstudy.sync-pending-failed", error=str(exc)[:200])
+        address = (self.settings.host, self.settings.port)
+        workers = self.settings.worker_processes()
+        if workers > 1:
+            self._handoff = ConnectionHandOff(
+                address, workers, self.store.settings.with_secrets(), self._added
+            )
+            self._syncs = StudySyncs(self._sync, self._handoff.open_associations)
+            self._handoff.start()
+            host, port = self._handoff.address
+        else:
+            self._syncs = StudySyncs(self._sync, lambda: self._open)
+            self._server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
+            host, port = self._server.server_address[:2]
+        log.info(
+            "dicom.listening",
+            host=host,
+            port=port,
+            ae_title=self.settings.ae_title,
+            workers=workers,
+        )
+        return str(host), int(port)
+
+    def serve_handed(self) -> None:
+        """Serve the connections :meth:`take` is given (in a worker process)."""
+        self._tune()
+        self._handed = _HandedConnections(
+            self.ae,
+            (self.settings.host, self.settings.port),  # the listening process's address
+            self.settings.ae_title,
+            self.ae.supported_contexts,
+            evt_handlers=self.handlers(),
+        )
+        self._handed.server_close()  # its socket, made by socketserver, is never bound
+
+    def take(self, conn: socket.socket) -> None:
+        """Serve an association on ``conn``, accepted by the listening process."""
+        handed = self._handed
+        try:
+            if handed is None:
+                raise RuntimeError("not serving handed connections")
+            conn.setblocking(True)
+            handed.finish_request(conn, conn.getpeername())  # starts the association's thread
+        except Exception as exc:
+            log.error("dicom.take-failed", error=type(exc).__name__)
+            conn.close()
+            if self._ended is not None:
+                self._ended("", None, [])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        if self._handoff is not None:
+            self._handoff.stop()
+            self._handoff = None
+        if self._handed is not None:  # a worker: let the open associations end, briefly
+            with self._closed:
+                self._closed.wait_for(lambda: self._open == 0, timeout=STOP_GRACE)
+            self._handed = None
+        if self._syncs is not None:  # what the last associations added, in step before we stop
+            self._syncs.close()
+            self._syncs = None
+
+    @staticmethod
+    def _tune() -> None:
+        """pynetdicom as hdsvault runs it (each module says why), for this process."""
         reactor.install()
         receive.install()
         uids.install()
         store_response.install()
         quiet_standard_handlers()
         read_without_validation()
-        try:
-            sync_pending(self.store, self._service_caller)
-        except Exception as exc:  # derived data: never block the listener on it
-            log.warning("imagingstudy.sync-pending-failed", error=str(exc)[:200])
-        self._syncs = StudySyncs(
-            lambda caller, sid: sync_study(self.store, caller, sid), lambda: self._open
-        )
-        self._server = self.ae.start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=self.handlers()
-        )
-        host, port = self._server.server_address[:2]
-        log.info("dicom.listening", host=host, port=port, ae_title=self.settings.ae_title)
-        return str(host), int(port)
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-        if self._syncs is not None:  # what the last associations added, in step before we stop
-            self._syncs.close()
-            self._syncs = None
+    def _sync(self, caller: Caller, study_id: str) -> object:
+        return sync_study(self.store, caller, study_id)
+
+    def _added(self, ae_title: str, address: str | None, studies: list[str]) -> None:
+        """What an association served by a worker added to: synced here (one process)."""
+        peer = self.peers.get(ae_title)
+        if peer is not None and self._syncs is not None:
+            self._syncs.add(peer.caller(address), studies)
 
     def _service_caller(self, tenant: str) -> Caller:
         from hdsvault.access.roles import Role
@@ -239,7 +330,13 @@ class DimseServer:
             with self._lock:
                 state = self._associations.setdefault(
                     key,
-                    _Association(event.assoc, peer.caller(address), f"dicom:{peer.ae_title}"),
+                    _Association(
+                        event.assoc,
+                        peer,
+                        address,
+                        peer.caller(address),
+                        f"dicom:{peer.ae_title}",
+                    ),
                 )
         return state
 
@@ -282,13 +379,19 @@ class DimseServer:
         instance, index rows and journal entry were durable. Until its study is synced (once
         no association is open, at the latest 5 s later: :mod:`hdsvault.dicom.study_syncs`)
         the FHIR API shows the study as it was before; a crash in between is caught up by
-        :func:`sync_pending` when the listener starts.
+        :func:`sync_pending` when the listener starts. In a worker process every end is
+        reported to the listening process, which syncs.
         """
         with self._lock:
             self._open -= 1
             state = self._associations.pop(id(event.assoc), None)
-        if state is not None and state.studies and self._syncs is not None:
-            self._syncs.add(state.caller, state.studies)
+            self._closed.notify_all()
+        studies = sorted(state.studies) if state is not None else []
+        if self._ended is not None:
+            peer = state.peer.ae_title if state is not None else ""
+            self._ended(peer, state.address if state is not None else None, studies)
+        elif state is not None and studies and self._syncs is not None:
+            self._syncs.add(state.caller, studies)
 
     def _identifier(self, ds: Dataset) -> tuple[str, dict[str, str], list[str]]:
         level = str(ds.get("QueryRetrieveLevel", "")).strip().upper()
