@@ -203,11 +203,14 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
     return server, int(server.server_address[1])
 
 
-def serve(config: Path, http_port: int, dicom_port: int) -> subprocess.Popen[bytes]:
+def serve(
+    config: Path, http_port: int, dicom_port: int, http_workers: int = 1
+) -> subprocess.Popen[bytes]:
     """``hdsvault serve`` on the bench's config; returns once HTTP and DIMSE both answer."""
     exe = Path(sys.executable).parent / "hdsvault"
+    args = ["--config", str(config), "serve", "--port", str(http_port)]
     proc = subprocess.Popen(
-        [str(exe), "--config", str(config), "serve", "--port", str(http_port), "--workers", "1"],
+        [str(exe), *args, "--workers", str(http_workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -498,6 +501,9 @@ def main() -> int:
         help="associations / HTTP clients in parallel, the same for both peers",
     )
     ap.add_argument(
+        "--http-workers", type=int, default=1, help="hdsvault serve --workers (HTTP processes)"
+    )
+    ap.add_argument(
         "--dicom-workers",
         type=int,
         default=None,
@@ -546,7 +552,7 @@ def main() -> int:
         auth = {"Authorization": f"Bearer {token}"}
         # hdsvault runs as it is deployed, `hdsvault serve` in its own process (HTTP and DIMSE),
         # like Orthanc: the bench's HTTP clients never share its interpreter.
-        server = serve(config, http_port, dport)
+        server = serve(config, http_port, dport, args.http_workers)
         dhost = "127.0.0.1"
         hv_base = f"http://127.0.0.1:{http_port}/dicomweb/{TENANT}"
 
