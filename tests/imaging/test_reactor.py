@@ -86,11 +86,12 @@ class _FakeDul(threading.Thread):
 
 
 @pytest.mark.parametrize("wake_by", ["peer bytes", "a primitive to send"])
-def test_the_dul_clock_wakes_on_its_events(wake_by: str) -> None:
+def test_the_dul_clock_wakes_on_its_events(wake_by: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reactor, "SIGNALLED_WAIT", 30)  # far longer than the test may take
     peer, transport = socket.socketpair()
     waker, wake = socket.socketpair()
     queue = reactor._WakingQueue(wake)
-    dul = _FakeDul(transport, waker, seconds=30)  # far longer than the test may take
+    dul = _FakeDul(transport, waker, seconds=reactor.WAIT)
     dul.start()
     time.sleep(0.05)
     assert dul.is_alive()  # waiting, not returning at once
@@ -137,6 +138,27 @@ def _settles(assoc: Association, delay: float) -> bool:
     while assoc.dul._run_loop_delay != delay and time.monotonic() < deadline:
         time.sleep(0.001)
     return bool(assoc.dul._run_loop_delay == delay)
+
+
+def test_release_is_signalled_not_polled(dimse: Dimse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the loops' bound at 30 s, an association still releases and ends at once: the
+    release request wakes the reactor (the DUL's primitives for the user share its flag), and
+    the DUL, its connection closed, stops. Polled, the release would wait the 30 s."""
+    monkeypatch.setattr(reactor, "SIGNALLED_WAIT", 30)
+    for _ in range(2):
+        ae = AE(ae_title="DCMTK")
+        ae.add_requested_context(Verification)
+        started = time.monotonic()
+        assoc = ae.associate(dimse.host, dimse.port, ae_title=dimse.ae_title)
+        assert assoc.is_established
+        served = _server_association(dimse)
+        assert served.dul.to_user_queue.arrived is served.dimse.msg_queue.arrived
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+        assert assoc.is_released
+        served.join(10)
+        assert not served.is_alive() and not served.dul.is_alive()
+        assert time.monotonic() - started < 10
 
 
 class _PausedInTheWindow(threading.Event):

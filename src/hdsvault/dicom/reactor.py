@@ -7,21 +7,26 @@ response. An earlier version made both sleep 0.1 ms while the association was bu
 461 instances/s from dcmtk's ``storescu``, 39 KB files, no-op SCP); each short sleep still
 cost a wake-up, and the VM's idle vCPUs wake late.
 
-Here each loop waits for its own events, with pynetdicom's 1 ms as the upper bound:
+Here each loop waits for its own events, bounded by :data:`SIGNALLED_WAIT`:
 
 - the reactor waits on a flag raised by every put into the association's DIMSE message queue
-  (:class:`_ArrivalQueue`), then looks exactly as pynetdicom does (pause checkpoint, a
+  and into its DUL's queue of primitives for the user (release and abort requests, the peer
+  gone: :class:`_ArrivalQueue`), then looks exactly as pynetdicom does (pause checkpoint, a
   non-blocking get), so the pause protocol of user threads is unchanged;
 - the DUL thread's idle sleep becomes a ``select`` on the peer's socket and on a wake-up
   socket written by every put into its queue of primitives to send (:class:`_WakingQueue`,
-  :class:`_DulClock`): a PDU or a response is acted on as soon as it exists.
+  :class:`_DulClock`): a PDU or a response is acted on as soon as it exists. Once the
+  connection is closed (the only state in which ``stop_dul`` stops it) the DUL thread sleeps
+  pynetdicom's 1 ms again, so its stop is seen at once.
 
-The 1 ms bound remains for what nothing signals (a release request seen by the reactor, the
-timers), so an open idle association costs what it did. Both queues are swapped by
-:func:`wake_on_events` at ``EVT_CONN_OPEN``, before an accepted association's DUL thread
-starts, so nothing can be put in the old ones. Associations hdsvault requests (a C-MOVE's
-sub-association: their DUL thread is already running at ``EVT_CONN_OPEN``) keep polling, fast
-while busy (:data:`BUSY_POLL`), as before.
+What nothing signals is seen within :data:`SIGNALLED_WAIT`: the timers (ARTIM, the network
+time-out, seconds long), a DUL that died on an error, a kill from another thread. Until
+session 9 the bound was pynetdicom's 1 ms, because a release request was polled: each idle
+association thread woke 1,000 times a second and took the interpreter lock from the busy
+ones. The queues are swapped by :func:`wake_on_events` at ``EVT_CONN_OPEN``, before an
+accepted association's DUL thread starts, so nothing can be put in the old ones.
+Associations hdsvault requests (a C-MOVE's sub-association: their DUL thread is already
+running at ``EVT_CONN_OPEN``) keep polling, fast while busy (:data:`BUSY_POLL`), as before.
 
 The association loop is pynetdicom's ``Association._run_reactor`` with its sleep changed, and
 one race closed: a ``send_*`` call that pauses the loop just after the loop passed its pause
@@ -53,7 +58,9 @@ from pynetdicom.dul import DULServiceProvider
 log = structlog.get_logger("hdsvault.dicom")
 
 WAIT = 0.001
-"""Longest wait of either loop with nothing signalled (pynetdicom's own fixed sleep)."""
+"""pynetdicom's own fixed sleep: associations without the wake-up wiring, once idle."""
+SIGNALLED_WAIT = 0.05
+"""Longest wait of either loop of an association with the wake-up wiring (see module)."""
 BUSY_POLL = 0.0001
 """Associations opened without :func:`wake_on_events` (those hdsvault requests, e.g. a C-MOVE's
 sub-association): both loops poll this often while the association moved data in the last
@@ -76,11 +83,12 @@ def _idle_for(assoc: Any) -> float:
 
 
 class _ArrivalQueue(queue.Queue[Any]):
-    """The DIMSE message queue, raising a flag on every put so the reactor wakes at once."""
+    """A queue the reactor reads (DIMSE messages, the DUL's primitives for the user), raising
+    a flag on every put so the reactor wakes at once; both queues of an association share it."""
 
-    def __init__(self) -> None:
+    def __init__(self, arrived: threading.Event | None = None) -> None:
         super().__init__()
-        self.arrived = threading.Event()
+        self.arrived = arrived or threading.Event()
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
@@ -103,7 +111,7 @@ def _run_reactor(self: Any) -> None:
             time.sleep(delay)
         else:
             if not msg:
-                arrived.wait(WAIT)
+                arrived.wait(SIGNALLED_WAIT)
             arrived.clear()
 
         self._is_paused = True
@@ -193,7 +201,7 @@ class _DulClock:
             time.sleep(seconds)
             return
         try:
-            ready, _, _ = select.select([transport, waker], [], [], seconds)
+            ready, _, _ = select.select([transport, waker], [], [], SIGNALLED_WAIT)
         except (OSError, ValueError):  # the connection closed under us: pynetdicom sees it next
             time.sleep(seconds)
             return
@@ -235,8 +243,10 @@ def wake_on_events(event: Any) -> None:
     queues it swaps.
     """
     assoc = event.assoc
-    assoc.dimse.msg_queue = _ArrivalQueue()
+    messages = _ArrivalQueue()
+    assoc.dimse.msg_queue = messages
     dul = assoc.dul
+    dul.to_user_queue = _ArrivalQueue(messages.arrived)
     waker, wake = socket.socketpair()
     waker.setblocking(False)
     wake.setblocking(False)
