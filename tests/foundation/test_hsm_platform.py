@@ -87,3 +87,50 @@ def test_cli_over_the_hsm_and_wrong_pin_refuses(
     assert refused.returncode == 3
     assert "PIN" in refused.stderr or "pin" in refused.stderr
     assert softhsm_token.pin not in run("config", "show").stdout
+
+
+def test_dicom_worker_processes_unwrap_through_the_hsm(
+    softhsm_token: SoftHSMToken, tmp_path: Path
+) -> None:
+    """``[dicom] workers = 2`` on an HSM-held KEK: each worker process opens its own PKCS#11
+    session with the PIN it was handed over its control socket (the start waits for both to
+    be ready: one that could not open the platform would fail it), and stores what a peer
+    sends."""
+    import socket
+
+    from pydicom.data import get_testdata_file
+
+    from hdsvault.config import DicomPeerSettings
+    from hdsvault.db.schema import imaging_instances
+    from hdsvault.dicom.server import DimseServer
+    from hdsvault.imaging.store import ImagingStore
+
+    settings = hsm_settings(softhsm_token, tmp_path)
+    init_platform(settings)
+    platform = Platform.open(settings)
+    try:
+        tenant = add_tenant(platform, "750712184", "CHU HSM", by="test").id
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            settings.dicom.port = s.getsockname()[1]
+        settings.dicom.workers = 2
+        settings.dicom.peers = [DicomPeerSettings(ae_title="DCMTK", tenant=tenant)]
+        store = ImagingStore(platform)
+        server = DimseServer(store)
+        try:
+            host, port = server.start()
+            for name in ("CT_small.dcm", "MR_small.dcm"):
+                out = subprocess.run(
+                    ["/usr/bin/storescu", "-aet", "DCMTK", "-aec", "HDSVAULT", host, str(port),
+                     get_testdata_file(name)],
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert out.returncode == 0, out.stderr
+        finally:
+            server.stop()
+            store.close()
+        with platform.engine.connect() as conn:
+            stored = conn.execute(select(imaging_instances.c.id)).all()
+        assert len(stored) == 2
+    finally:
+        platform.close()
