@@ -9,20 +9,27 @@ PostgreSQL keeps its defaults (``fsync=on``, ``synchronous_commit=on``).
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from hdsvault.db import driver
+
+BUSY_TIMEOUT_SECONDS = 30
+"""How long a SQLite statement waits for a lock held by another connection."""
+
+_BUSY_TIMEOUT = f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}"
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA secure_delete=ON",
-    "PRAGMA busy_timeout=30000",
+    _BUSY_TIMEOUT,
     "PRAGMA cache_size=-65536",  # 64 MiB page cache per connection: index inserts stay in memory
 )
 
@@ -40,12 +47,48 @@ READ_ONLY = "hdsvault_read_only"
 """Execution option marking a connection that only reads (see :func:`read_connection`)."""
 
 
+WRITE_LOCK_POLL = 0.001
+"""Seconds between two attempts of a writer at SQLite's write lock (see :func:`_begin_write`)."""
+
+
 def _on_sqlite_begin(conn: Any) -> None:
     # Writers take the write lock up front (BEGIN IMMEDIATE): two writers never deadlock on a
-    # lock upgrade, they queue on busy_timeout instead. Readers use a deferred BEGIN: in WAL
-    # mode they never wait for a writer, nor make one wait.
-    read_only = conn.get_execution_options().get(READ_ONLY)
-    driver.execute(conn, "BEGIN" if read_only else "BEGIN IMMEDIATE", autobegin=False)
+    # lock upgrade, they queue for it instead. Readers use a deferred BEGIN: in WAL mode they
+    # never wait for a writer, nor make one wait.
+    if conn.get_execution_options().get(READ_ONLY):
+        driver.execute(conn, "BEGIN", autobegin=False)
+    else:
+        _begin_write(conn)
+
+
+def _begin_write(conn: Any) -> None:
+    """BEGIN IMMEDIATE, trying again every :data:`WRITE_LOCK_POLL` while another writer holds
+    the lock, up to the busy time-out.
+
+    Why not SQLite's busy handler: it sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms
+    between attempts, and nothing tells it when the lock is free, so under contention the lock
+    went to whoever asked at the right moment while earlier writers slept on. With two DIMSE
+    worker processes at concurrency 4, 2 % of C-STOREs took over 50 ms (36 % of the time spent
+    storing) and 3-4 % 20-50 ms, for a lock held ~2 ms at a time. Trying every millisecond:
+    0.1-0.3 % over 50 ms, mean time per C-STORE -6 to -8 %, +5 to +9 % instances/s (A/B, two
+    alternations). A waiting writer costs one failed attempt per millisecond; the busy
+    time-out stays what it was, and every other statement keeps SQLite's own handler.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    driver.execute(conn, "PRAGMA busy_timeout=0", autobegin=False)
+    try:
+        while True:
+            try:
+                driver.execute(conn, "BEGIN IMMEDIATE", autobegin=False)
+                return
+            except OperationalError as exc:
+                busy = getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline or conn.invalidated:
+                    raise
+            time.sleep(WRITE_LOCK_POLL)
+    finally:
+        if not conn.invalidated:
+            driver.execute(conn, _BUSY_TIMEOUT, autobegin=False)
 
 
 def marker(conn: Connection) -> str:
