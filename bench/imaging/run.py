@@ -165,8 +165,8 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
         evt,
     )
 
-    from hdsvault.dicom import reactor, receive, store_response, uids
-    from hdsvault.dicom.server import nodelay, quiet_standard_handlers, read_without_validation
+    from hdsvault.dicom import reactor
+    from hdsvault.dicom.server import nodelay, tune_pynetdicom
     from hdsvault.imaging import dicomfile
 
     def on_store(event: Any) -> int:  # builds the file as hdsvault's handler does, stores nothing
@@ -180,13 +180,7 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
         )
         return 0x0000
 
-    # the same association loops, socket reads, copies and responses as hdsvault's listener
-    reactor.install()
-    receive.install()
-    uids.install()
-    store_response.install()
-    quiet_standard_handlers()
-    read_without_validation()
+    tune_pynetdicom()  # the same loops, socket reads, copies and responses as the listener
     ae = AE(ae_title="NOOP")
     ae.maximum_pdu_size = max_pdu
     for cx in AllStoragePresentationContexts:

@@ -120,6 +120,16 @@ def read_without_validation() -> None:
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 
+def tune_pynetdicom() -> None:
+    """pynetdicom as hdsvault runs it (each module says why), for this process."""
+    reactor.install()
+    receive.install()
+    uids.install()
+    store_response.install()
+    quiet_standard_handlers()
+    read_without_validation()
+
+
 def nodelay(event: Any) -> None:
     """EVT_CONN_OPEN: disable Nagle on the association's socket."""
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
@@ -217,7 +227,7 @@ class DimseServer:
     def start(self) -> tuple[str, int]:
         """Listen (in background threads, or worker processes when ``workers`` > 1); catches
         up lagging ImagingStudy resources first."""
-        self._tune()
+        tune_pynetdicom()
         try:
             sync_pending(self.store, self._service_caller)
         except Exception as exc:  # derived data: never block the listener on it
@@ -246,7 +256,7 @@ class DimseServer:
 
     def serve_handed(self) -> None:
         """Serve the connections :meth:`take` is given (in a worker process)."""
-        self._tune()
+        tune_pynetdicom()
         self._handed = _HandedConnections(
             self.ae,
             (self.settings.host, self.settings.port),  # the listening process's address
@@ -284,16 +294,6 @@ class DimseServer:
         if self._syncs is not None:  # what the last associations added, in step before we stop
             self._syncs.close()
             self._syncs = None
-
-    @staticmethod
-    def _tune() -> None:
-        """pynetdicom as hdsvault runs it (each module says why), for this process."""
-        reactor.install()
-        receive.install()
-        uids.install()
-        store_response.install()
-        quiet_standard_handlers()
-        read_without_validation()
 
     def _sync(self, caller: Caller, study_id: str) -> object:
         return sync_study(self.store, caller, study_id)
