@@ -469,3 +469,27 @@ def test_prefetched_raises_the_producers_error_in_the_sender() -> None:
     with pytest.raises(ValueError, match="blob missing"):
         asyncio.run(run())
     assert got == [b"one", b"two"]  # what was produced before the error was sent first
+
+
+def test_a_retrieval_is_journaled_with_its_request(platform: Platform, tenant: str) -> None:
+    """The retrieval is prepared in a thread of its own (``dicomweb._in_thread``): the
+    request's context goes with it, so its journal entry names the request and the address
+    it came from (lost, the entry would carry neither)."""
+    app = create_app(platform)
+    auth = _radiologist(platform, tenant)
+    study, files = study_files(3)
+    with TestClient(app) as client:
+        _stow(client, auth, files)
+        got = client.get(
+            f"/dicomweb/{TENANT}/studies/{study}",
+            headers={**auth, **ACCEPT, "X-Request-ID": "wado-context-0001"},
+        )
+        assert got.status_code == 200
+    platform.durable_journal().close()  # what was accepted is written
+    je = journal_entries.c
+    with platform.engine.connect() as conn:
+        rows = conn.execute(
+            select(je.request_id, je.source_address).where(je.request_id == "wado-context-0001")
+        ).all()
+    assert rows, "the retrieval's journal entry lost its request"
+    assert all(r.source_address for r in rows)
