@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import sys
@@ -46,8 +47,10 @@ def serve(control: socket.socket) -> int:
     from hdsvault.logs import configure_logging
     from hdsvault.platform import Platform
 
+    configure_logging()  # JSON on stderr until the settings say otherwise
     first = control.recv(handoff.MESSAGE_MAX)
     if first[:1] != handoff.SETTINGS:
+        log.error("dicom.worker-not-configured", received=len(first))
         return 2
     settings = Settings(**json.loads(first[1:]))
     configure_logging(settings.logging.level, json_output=settings.logging.json_output)
@@ -59,6 +62,7 @@ def serve(control: socket.socket) -> int:
             dimse.serve_handed()
             freeze_startup_heap()
             control.send(handoff.READY)
+            log.info("dicom.worker-ready", pid=os.getpid())
             while True:
                 msg, fds, _flags, _addr = socket.recv_fds(control, 16, 4)
                 if not msg:
