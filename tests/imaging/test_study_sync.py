@@ -39,9 +39,17 @@ class Written(fhir.RecordsFhirWriter):
 
     last: Any = None
 
-    def update(self, caller: Caller, resource_type: str, resource_id: str, resource: Any) -> Any:
+    def update(
+        self,
+        caller: Caller,
+        resource_type: str,
+        resource_id: str,
+        resource: Any,
+        *,
+        if_match: int | None = None,
+    ) -> Any:
         self.last = resource
-        return super().update(caller, resource_type, resource_id, resource)
+        return super().update(caller, resource_type, resource_id, resource, if_match=if_match)
 
 
 def test_a_held_sync_does_not_overwrite_a_later_one(
@@ -83,5 +91,63 @@ def test_a_held_sync_does_not_overwrite_a_later_one(
             ).one()
         assert synced == revision
         assert writer.last["numberOfInstances"] == 2
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["first version", "later version"])
+def test_a_sync_overtaken_by_another_process_does_not_write_its_older_view(
+    platform: Platform,
+    tenant: str,
+    caller: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+    existing: bool,
+) -> None:
+    """Two processes (HTTP workers' STOW-RS, the DIMSE listener) share no lock: here the
+    second sync runs while the first is held, as another process's would (no per-process
+    lock between them). The first, having read the older index, must not stay last: its
+    write requires the version it saw and fails (later version), or, creating the first
+    version, finds it was not the first and writes again from the newest index."""
+    writer = Written(platform)
+    store = ImagingStore(platform, fhir=writer)
+    try:
+        first = store.store(caller, _instance(1), source="test")
+        sid = first.study_id
+        assert sid
+        if existing:
+            assert fhir.sync_study(store, caller, sid)  # version 1, one instance
+            assert store.store(caller, _instance(3), source="test").study_id == sid
+        entered, release = threading.Event(), threading.Event()
+        build = fhir.imaging_study
+        held = {"done": False}
+
+        def held_once(*args: Any) -> Any:
+            if not held["done"]:
+                held["done"] = True
+                entered.set()
+                assert release.wait(20)
+            return build(*args)
+
+        monkeypatch.setattr(fhir, "imaging_study", held_once)
+        older = threading.Thread(target=fhir.sync_study, args=(store, caller, sid))
+        older.start()
+        assert entered.wait(20)  # it has read the index: one instance
+        assert store.store(caller, _instance(2), source="test").study_id == sid
+        assert fhir._sync_study(store, caller, sid)  # "another process": two instances
+        release.set()
+        older.join(20)
+        assert not older.is_alive()
+
+        st = imaging_studies.c
+        with platform.engine.connect() as conn:
+            revision, synced = conn.execute(
+                select(st.revision, st.fhir_revision).where(st.id == sid)
+            ).one()
+        assert synced == revision
+        current = fhir.RecordsFhirWriter(platform)
+        from hdsvault.records import reads
+
+        shown = reads.read(current.records, caller, "ImagingStudy", sid).resource
+        assert shown is not None and shown["numberOfInstances"] == (3 if existing else 2)
     finally:
         store.close()

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+import structlog
 from sqlalchemy import select, update
 
 from hdsvault.db.engine import read_connection
@@ -39,7 +40,10 @@ from hdsvault.imaging.store import (
     open_json,
 )
 from hdsvault.platform import Platform
+from hdsvault.records.errors import Problem, RecordError
 from hdsvault.records.model import Caller
+
+log = structlog.get_logger("hdsvault.imaging")
 
 LOCAL_ID_SYSTEM = "urn:hdsvault:dicom:patient-id"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -56,8 +60,18 @@ class FhirWriter(Protocol):
     def create(self, caller: Caller, resource_type: str, resource: Json) -> Json: ...
 
     def update(
-        self, caller: Caller, resource_type: str, resource_id: str, resource: Json
+        self,
+        caller: Caller,
+        resource_type: str,
+        resource_id: str,
+        resource: Json,
+        *,
+        if_match: int | None = None,
     ) -> Json: ...
+
+    def version(self, caller: Caller, resource_type: str, resource_id: str) -> int | None:
+        """The current version of ``Type/id``; None if there is none (or it is deleted)."""
+        ...
 
 
 class RecordsFhirWriter:
@@ -83,12 +97,30 @@ class RecordsFhirWriter:
         assert stored.resource is not None
         return stored.resource
 
-    def update(self, caller: Caller, resource_type: str, resource_id: str, resource: Json) -> Json:
+    def update(
+        self,
+        caller: Caller,
+        resource_type: str,
+        resource_id: str,
+        resource: Json,
+        *,
+        if_match: int | None = None,
+    ) -> Json:
         from hdsvault.records import writes
 
-        stored = writes.update(self.records, caller, resource_type, resource_id, resource).stored
+        stored = writes.update(
+            self.records, caller, resource_type, resource_id, resource, if_match=if_match
+        ).stored
         assert stored.resource is not None
         return stored.resource
+
+    def version(self, caller: Caller, resource_type: str, resource_id: str) -> int | None:
+        from hdsvault.records import storage
+        from hdsvault.records.model import ResourceKey
+
+        with read_connection(self.records.engine) as conn:
+            head = storage.head(conn, caller.tenant, ResourceKey(resource_type, resource_id))
+        return None if head is None or head.deleted else head.version
 
 
 def _escape(value: str) -> str:
@@ -123,16 +155,49 @@ _SYNC_LOCKS = tuple(threading.Lock() for _ in range(64))
 wait on each other). Why: two associations adding to the same study each sync it when they
 close; the one that read the study first could write its older ImagingStudy and revision
 last, leaving the FHIR view behind the index until the listener's next start (seen at
-concurrency 4). Under the lock a later sync reads what the earlier one wrote, or newer."""
+concurrency 4). Under the lock a later sync reads what the earlier one wrote, or newer.
+Between processes (HTTP workers' STOW-RS, the DIMSE listener) the same order is kept by the
+resource's version: see :func:`_sync_study`."""
+
+SYNC_ATTEMPTS = 5
+"""Syncs of one study that another process's sync may overtake before one gives up (the
+study is then left for the next sync, or ``sync_pending`` at the listener's start)."""
 
 
 def sync_study(store: ImagingStore, caller: Caller, study_id: str) -> bool:
     with _SYNC_LOCKS[hash((caller.tenant, study_id)) % len(_SYNC_LOCKS)]:
-        return _sync_study(store, caller, study_id)
+        again = False
+        for _ in range(SYNC_ATTEMPTS):
+            try:
+                return _sync_study(store, caller, study_id, again=again)
+            except _Overwrote:
+                again = True  # what this sync replaced may have been newer: write the newest
+            except RecordError as exc:
+                if exc.problem not in (Problem.PRECONDITION, Problem.CONFLICT):
+                    raise
+        log.warning("imagingstudy.sync-overtaken", study=study_id, attempts=SYNC_ATTEMPTS)
+        return False
 
 
-def _sync_study(store: ImagingStore, caller: Caller, study_id: str) -> bool:
+class _Overwrote(Exception):
+    """This sync created the ImagingStudy's first version, and found another one there."""
+
+
+def _sync_study(store: ImagingStore, caller: Caller, study_id: str, *, again: bool = False) -> bool:
+    """Write the study's ImagingStudy from the index, if it lags (``again``: even if the
+    index says it does not).
+
+    The resource's version is read before the index and the write requires it (If-Match):
+    a sync of another process that wrote in between (from what the index held then, or
+    newer) makes this write fail (PRECONDITION), and the caller starts again from what that
+    sync wrote. A resource that does not exist yet cannot be required: two first syncs may
+    both write, and the one whose version is not the first then writes again from the
+    newest index (:class:`_Overwrote`). So an ImagingStudy read from an older index never
+    stays over one read from a newer index, whichever process wrote it; and the recorded
+    ``fhir_revision`` only moves forward.
+    """
     tenant = caller.tenant
+    version = store.fhir.version(caller, "ImagingStudy", study_id)
     st, se, it = imaging_studies.c, imaging_series.c, imaging_instances.c
     with read_connection(store.engine) as conn:
         row = conn.execute(
@@ -140,7 +205,7 @@ def _sync_study(store: ImagingStore, caller: Caller, study_id: str) -> bool:
                 st.tenant_id == tenant, st.id == study_id
             )
         ).first()
-        if row is None or row.revision == row.fhir_revision:
+        if row is None or (row.revision == row.fhir_revision and not again):
             return False
         keys = store.keys(conn, tenant)
         study = open_json(keys, meta_context(STUDY_KIND, tenant, study_id), row.meta)
@@ -165,11 +230,13 @@ def _sync_study(store: ImagingStore, caller: Caller, study_id: str) -> bool:
             )
     patient_ref = row.patient_ref or link_patient(store, caller, study)
     resource = imaging_study(study_id, study, series, instances, patient_ref)
-    store.fhir.update(caller, "ImagingStudy", study_id, resource)
+    written = store.fhir.update(caller, "ImagingStudy", study_id, resource, if_match=version)
+    if version is None and str(written.get("meta", {}).get("versionId")) != "1":
+        raise _Overwrote
     with store.engine.begin() as conn:
         conn.execute(
             update(imaging_studies)
-            .where(st.tenant_id == tenant, st.id == study_id)
+            .where(st.tenant_id == tenant, st.id == study_id, st.fhir_revision < row.revision)
             .values(fhir_revision=row.revision, patient_ref=patient_ref)
         )
     return True
