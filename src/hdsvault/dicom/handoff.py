@@ -16,7 +16,8 @@ association has ended (with the studies it added to: their ImagingStudy syncs ru
 one process, so that two workers never write the same study's resource concurrently).
 
 Supervision: a worker that exits while the listener runs is logged (``dicom.worker-exited``)
-and started again after a delay that doubles up to :data:`RESPAWN_MAX` seconds. Its open
+and started again: at once, then, while it keeps exiting within :data:`HEALTHY_AFTER` seconds
+of its start, after a delay that doubles from 2 s up to :data:`RESPAWN_MAX`. Its open
 associations are lost with it (their peers see the connection closed: nothing they were not
 told was stored is acknowledged, and they send it again). A connection accepted while no
 worker is ready waits for one up to :data:`READY_WAIT` seconds, then is closed. When this
@@ -58,7 +59,7 @@ STOP_WAIT = 30.0
 """Seconds a stopping worker is given before it is killed."""
 RESPAWN_MAX = 30.0
 HEALTHY_AFTER = 60.0
-"""A worker that ran this long is started again at once if it exits (the delay resets)."""
+"""A worker that ran this long is started again at once if it exits (its delay starts over)."""
 
 StudiesAdded = Callable[[str, str | None, list[str]], None]
 """``(peer AE title, peer address, study ids)``: what an ended association added to."""
