@@ -17,7 +17,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from imaging_helpers import Dimse, dcmtk, sample
+from imaging_helpers import Dimse, dcmtk, free_port, sample
 from pydantic import SecretStr
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -25,7 +25,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from sqlalchemy import select
 
 from hdsvault.config import Settings
-from hdsvault.db.schema import imaging_instances
+from hdsvault.db.schema import imaging_instances, journal_entries
 from hdsvault.dicom import handoff
 from hdsvault.dicom.handoff import ConnectionHandOff, WorkerStartError
 from hdsvault.imaging import index as ix
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.timeout(180)
 through_workers = pytest.mark.parametrize("workers", [2])
 
 
-def _handoff(dimse: Dimse) -> ConnectionHandOff:
-    found = dimse.server._handoff
+def _handoff(server: Any) -> ConnectionHandOff:
+    found = server._handoff
     assert found is not None, "the listener did not start worker processes"
     return found
 
@@ -67,7 +67,7 @@ def _ct(i: int, study: str, series: str) -> pydicom.Dataset:
 
 @through_workers
 def test_connections_go_to_the_least_busy_worker(dimse: Dimse) -> None:
-    hand = _handoff(dimse)
+    hand = _handoff(dimse.server)
     pids = {w.proc.pid for w in hand.workers if w.proc is not None}
     assert len(pids) == 2 and os.getpid() not in pids
     first = _associate(dimse)
@@ -85,9 +85,9 @@ def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(
     dimse: Dimse, platform: Platform, tenant: str
 ) -> None:
     """SIGKILL the worker serving an association mid-stream: every instance the peer was told
-    is stored is stored; the rest were never acknowledged (the peer resends them). The
-    listener starts the worker again and serves the next association."""
-    hand = _handoff(dimse)
+    is stored is stored and journaled; the rest were never acknowledged (the peer resends
+    them). The listener starts the worker again and serves the next association."""
+    hand = _handoff(dimse.server)
     assoc = _associate(dimse, CTImageStorage)
     _until(lambda: any(w.open for w in hand.workers))
     victim = next(w for w in hand.workers if w.open)
@@ -105,16 +105,18 @@ def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(
             break
         acknowledged.append(str(ds.SOPInstanceUID))
     assert 20 <= len(acknowledged) < 200
+    it, je = imaging_instances.c, journal_entries.c
     with platform.engine.connect() as conn:
         index = platform.keyring.blind_index(conn, tenant)
-        stored = {
-            r[0]
-            for r in conn.execute(
-                select(imaging_instances.c.uid_token).where(imaging_instances.c.tenant_id == tenant)
-            )
-        }
+        rows = conn.execute(select(it.uid_token, it.id).where(it.tenant_id == tenant))
+        stored = {bytes(token): iid for token, iid in rows}
+        journaled = " ".join(
+            conn.execute(select(je.objects).where(je.event_type == "dicom.store")).scalars()
+        )
     for uid in acknowledged:
-        assert ix.uid_token(index, "instance", uid) in stored
+        token = ix.uid_token(index, "instance", uid)
+        assert token in stored
+        assert f"DicomInstance/{stored[token]}" in journaled  # its trace, with it
     _until(lambda: victim.ready and victim.proc is not None and victim.proc.pid != old_pid)
     out = subprocess.run(
         [dcmtk("storescu"), "-aet", "DCMTK", "-aec", dimse.ae_title, dimse.host,
@@ -130,7 +132,7 @@ def _started(platform: Platform, settings: Settings, tenant: str) -> tuple[Any, 
     from hdsvault.dicom.server import DimseServer
     from hdsvault.imaging.store import ImagingStore
 
-    settings.dicom.port, settings.dicom.workers = _free_port(), 2
+    settings.dicom.port, settings.dicom.workers = free_port(), 2
     settings.dicom.peers = [DicomPeerSettings(ae_title="DCMTK", tenant=tenant)]
     store = ImagingStore(platform)
     return DimseServer(store), store
@@ -142,7 +144,7 @@ def test_stop_ends_every_worker_and_closes_the_port(
     server, store = _started(platform, settings, tenant)
     try:
         host, port = server.start()
-        procs = [w.proc for w in _handoff_of(server).workers]
+        procs = [w.proc for w in _handoff(server).workers]
         assert all(p is not None and p.poll() is None for p in procs)
     finally:
         server.stop()
@@ -162,7 +164,7 @@ def test_workers_get_the_settings_through_the_socket_only(
     server, store = _started(platform, settings, tenant)
     try:
         server.start()
-        for worker in _handoff_of(server).workers:
+        for worker in _handoff(server).workers:
             assert worker.proc is not None
             pid = worker.proc.pid
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -174,12 +176,6 @@ def test_workers_get_the_settings_through_the_socket_only(
         server.stop()
         store.close()
     assert Settings(**settings.with_secrets()) == settings  # what a worker rebuilds
-
-
-def _handoff_of(server: object) -> ConnectionHandOff:
-    found = server._handoff  # type: ignore[attr-defined]
-    assert found is not None
-    return found
 
 
 def test_a_worker_that_cannot_start_fails_the_start(
@@ -198,16 +194,10 @@ def test_a_worker_that_cannot_start_fails_the_start(
         assert s.connect_ex(("127.0.0.1", settings.dicom.port)) != 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @through_workers
 def test_garbage_on_the_control_socket_is_ignored(dimse: Dimse) -> None:
     """A connection message without its descriptor, or an unknown one, changes nothing."""
-    hand = _handoff(dimse)
+    hand = _handoff(dimse.server)
     for worker in hand.workers:
         assert worker.control is not None
         worker.control.send(handoff.CONNECTION)

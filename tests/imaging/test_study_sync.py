@@ -34,6 +34,32 @@ def _instance(n: int) -> bytes:
     return out.getvalue()
 
 
+def _hold_first_build(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """The first ImagingStudy built from now on waits, after its sync has read the index:
+    ``entered`` is set then; it goes on once ``release`` is."""
+    entered, release = threading.Event(), threading.Event()
+    build = fhir.imaging_study
+
+    def held_once(*args: Any) -> Any:
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(20)
+        return build(*args)
+
+    monkeypatch.setattr(fhir, "imaging_study", held_once)
+    return entered, release
+
+
+def _revisions(platform: Platform, study_id: str) -> tuple[int, int]:
+    """The study's index revision and the revision its ImagingStudy shows."""
+    st = imaging_studies.c
+    with platform.engine.connect() as conn:
+        revision, synced = conn.execute(
+            select(st.revision, st.fhir_revision).where(st.id == study_id)
+        ).one()
+    return int(revision), int(synced)
+
+
 class Written(fhir.RecordsFhirWriter):
     """The records writer, remembering the last ImagingStudy written."""
 
@@ -62,16 +88,7 @@ def test_a_held_sync_does_not_overwrite_a_later_one(
         assert first.status == "stored" and first.study_id
         sid = first.study_id
 
-        entered, release = threading.Event(), threading.Event()
-        build = fhir.imaging_study
-
-        def held_once(*args: Any) -> Any:
-            if not entered.is_set():
-                entered.set()
-                assert release.wait(20)
-            return build(*args)
-
-        monkeypatch.setattr(fhir, "imaging_study", held_once)
+        entered, release = _hold_first_build(monkeypatch)
         t1 = threading.Thread(target=fhir.sync_studies, args=(store, caller, [sid]))
         t1.start()
         assert entered.wait(20)  # the first sync has read the study: one instance
@@ -84,11 +101,7 @@ def test_a_held_sync_does_not_overwrite_a_later_one(
         t2.join(20)
         assert not t1.is_alive() and not t2.is_alive()
 
-        st = imaging_studies.c
-        with platform.engine.connect() as conn:
-            revision, synced = conn.execute(
-                select(st.revision, st.fhir_revision).where(st.id == sid)
-            ).one()
+        revision, synced = _revisions(platform, sid)
         assert synced == revision
         assert writer.last["numberOfInstances"] == 2
     finally:
@@ -117,18 +130,7 @@ def test_a_sync_overtaken_by_another_process_does_not_write_its_older_view(
         if existing:
             assert fhir.sync_study(store, caller, sid)  # version 1, one instance
             assert store.store(caller, _instance(3), source="test").study_id == sid
-        entered, release = threading.Event(), threading.Event()
-        build = fhir.imaging_study
-        held = {"done": False}
-
-        def held_once(*args: Any) -> Any:
-            if not held["done"]:
-                held["done"] = True
-                entered.set()
-                assert release.wait(20)
-            return build(*args)
-
-        monkeypatch.setattr(fhir, "imaging_study", held_once)
+        entered, release = _hold_first_build(monkeypatch)
         older = threading.Thread(target=fhir.sync_study, args=(store, caller, sid))
         older.start()
         assert entered.wait(20)  # it has read the index: one instance
@@ -138,11 +140,7 @@ def test_a_sync_overtaken_by_another_process_does_not_write_its_older_view(
         older.join(20)
         assert not older.is_alive()
 
-        st = imaging_studies.c
-        with platform.engine.connect() as conn:
-            revision, synced = conn.execute(
-                select(st.revision, st.fhir_revision).where(st.id == sid)
-            ).one()
+        revision, synced = _revisions(platform, sid)
         assert synced == revision
         current = fhir.RecordsFhirWriter(platform)
         from hdsvault.records import reads
