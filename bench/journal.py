@@ -1,7 +1,8 @@
 """Journal benchmark: durable appends/s, verify speed vs raw SHA-256, proofs at 1M entries.
 
 Run: ``uv run python bench/journal.py [--entries N]`` (default 1,000,000 for the proof part).
-Everything runs on the embedded default (SQLite WAL, synchronous=FULL) in a temp directory.
+Everything runs on the embedded default (SQLite WAL, flushed before each commit returns) in a
+temp directory.
 
 Peers, in the same run:
 - appends: one entry per transaction (what a request does), a group commit of 100 entries per
@@ -285,7 +286,7 @@ def main() -> None:
         platform = Platform.open(settings)
         rows = bench_appends(platform, args.seconds)
         print_table(
-            "Durable journal appends (SQLite WAL, synchronous=FULL)",
+            "Durable journal appends (SQLite WAL, flushed at each commit)",
             ["mode", "appends/s"],
             rows,
             caption="target >= 20,000/s",

@@ -23,7 +23,7 @@ same machine, one after the other; each peer is its own server process (hdsvault
 the bench's clients never share a peer's interpreter. hdsvault runs with its encryption (AES-GCM per instance,
 sealed metadata, blind-index tokens) and journal on, SQLite and filesystem blobs (the embedded
 default), and acknowledges a write only once the blob and the index transaction are fsynced
-(``synchronous=FULL``); its ImagingStudy derivation after each association is let finish
+(the WAL flushed before each commit returns); its ImagingStudy derivation after each association is let finish
 before Orthanc is measured. Orthanc runs with its defaults, which are less strict: SQLite
 index in WAL mode with ``synchronous=NORMAL`` (index commits are not fsynced), storage area
 fsynced per file (``SyncStorageArea``), no compression; ``TCP_NODELAY=1`` is in its
@@ -625,7 +625,7 @@ def main() -> int:
         ],
         table,
         caption="hdsvault: AES-GCM per instance, sealed metadata, blind-index tokens, journal; "
-        "SQLite (WAL, synchronous=FULL) + filesystem blobs (instances <= 64 KiB in the "
+        "SQLite (WAL, flushed before each commit returns) + filesystem blobs (instances <= 64 KiB in the "
         "index transaction), every ack after fsync. "
         "Orthanc: defaults (SQLite WAL synchronous=NORMAL, storage fsync on), "
         "TCP_NODELAY=1. Pixel data checked identical after WADO-RS. Ratio > 1: hdsvault "

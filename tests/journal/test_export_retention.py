@@ -128,3 +128,40 @@ def test_retention_cannot_be_configured_below_six_months(tmp_path: Path) -> None
 
     with pytest.raises(ConfigError, match="retention_days"):
         load_settings(data_dir=tmp_path, journal={"retention_days": 90})
+
+
+def test_entries_are_flushed_to_disk_after_they_are_read_and_before_they_are_sent(
+    sink_platform, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A SIEM must never hold an entry the journal could still lose in a power cut: on SQLite
+    a commit is flushed just after it releases the write lock (``db.engine``), so the export
+    flushes the WAL between reading a batch and sending it. The flush is recorded and still
+    runs; the sink is a real rsyslog."""
+    from hdsvault.journal import export
+    from hdsvault.journal.siem.transport import SyslogSender
+
+    platform, _ = sink_platform
+    record_admin_acts(platform, 5)
+    events: list[str] = []
+    real_read, real_flush, real_send = export.entries_after, export.flush_wal, SyslogSender.send
+
+    def read(*args, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("read")
+        return real_read(*args, **kwargs)
+
+    def flush(engine) -> None:  # type: ignore[no-untyped-def]
+        events.append("flush")
+        real_flush(engine)
+
+    def send(self, messages) -> None:  # type: ignore[no-untyped-def]
+        events.append("send")
+        real_send(self, messages)
+
+    monkeypatch.setattr(export, "entries_after", read)
+    monkeypatch.setattr(export, "flush_wal", flush)
+    monkeypatch.setattr(SyslogSender, "send", send)
+    assert export_to_siem(platform)["soc"] >= 5
+    assert "send" in events
+    for i, event in enumerate(events):
+        if event == "send":
+            assert events[i - 2 : i] == ["read", "flush"], events

@@ -1,15 +1,18 @@
 """Engine creation with the durability settings invariant 4 needs.
 
-SQLite runs in WAL mode with ``synchronous=FULL`` so that a committed (acknowledged) write
-survives a power loss, ``secure_delete`` so that deleted rows (e.g. shredded wrapped keys) are
+SQLite runs in WAL mode, and a write transaction's commit returns only once the WAL holding it
+is flushed to disk (:class:`DurableConnection`), so that a committed (acknowledged) write
+survives a power loss; ``secure_delete`` so that deleted rows (e.g. shredded wrapped keys) are
 overwritten in the file, and a busy timeout so that several worker processes can share the file.
 PostgreSQL keeps its defaults (``fsync=on``, ``synchronous_commit=on``).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,6 @@ BUSY_TIMEOUT_SECONDS = 30
 _BUSY_TIMEOUT = f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}"
 
 SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA secure_delete=ON",
     _BUSY_TIMEOUT,
@@ -34,10 +35,100 @@ SQLITE_PRAGMAS = (
 )
 
 
+class DurableConnection(sqlite3.Connection):
+    """A SQLite connection whose write transactions are on disk when ``commit`` returns, but
+    whose flush does not hold the database's write lock.
+
+    Why: SQLite has one write lock per database, and with ``synchronous=FULL`` each commit
+    flushes the WAL while holding it. On this project's test machines the flush took 0.16-2.3 ms,
+    more than the ~0.9 ms of the transaction's statements, so under concurrent writers (DIMSE
+    worker processes, HTTP workers) the lock, not the CPU, set the pace: a 39 KB C-STORE held
+    it ~2 ms, and it was busy ~60 % of the time at concurrency 4.
+
+    How: the connection runs ``synchronous=NORMAL``, under which SQLite's commit appends the
+    transaction's frames to the WAL and releases the lock without flushing; then, before
+    ``commit`` returns to its caller, :meth:`commit` flushes the WAL file (``fdatasync``). The
+    WAL is append-only between checkpoints and SQLite flushes it before each checkpoint (and the
+    database after), so once that flush returns the transaction's frames, and every frame
+    before them, are on disk exactly as ``synchronous=FULL`` would have left them: a
+    power loss then keeps the transaction. Concurrent writers' flushes overlap, and the file
+    system folds them into shared journal commits (group commit across processes). Measured
+    with every ``fsync``/``fdatasync`` made 1 ms longer (an ``LD_PRELOAD`` shim, as a slower
+    disk): four processes writing small transactions, 511 -> 1,305-1,407 per second; one
+    process, unchanged (573 -> 598); C-STORE of 39 KB at concurrency 4, 244-247 -> 322-373
+    instances/s. On the bare disk (0.16 ms flushes), +4 %.
+
+    What differs from ``synchronous=FULL``: another connection may read a transaction in the
+    ~1 ms between its commit and its flush. Nothing leaves the server on such a read alone:
+    a read of health data is journaled first by a write transaction, whose flush covers every
+    earlier frame (the WAL is sequential); the SIEM export calls :func:`flush_wal` before it
+    sends. Only connections in WAL mode on a file work this way; any other (an in-memory
+    database, a file system without WAL support) keeps ``synchronous=FULL``.
+    """
+
+    wrote: bool = False
+    """A write transaction (``BEGIN IMMEDIATE``) is open: its commit must flush the WAL."""
+
+    wal_path: str | None = None
+    """The WAL file this connection flushes after its commits; ``None``: it runs
+    ``synchronous=FULL`` instead."""
+
+    _wal_fd: int | None = None  # closed when the connection is collected
+    _flushed_changes = 0
+
+    def commit(self) -> None:
+        # ``total_changes`` also catches rows written in a deferred (read) transaction.
+        wrote, self.wrote = self.wrote, False
+        super().commit()
+        if self.wal_path is not None and (wrote or self.total_changes != self._flushed_changes):
+            self._flushed_changes = self.total_changes
+            self.flush_wal()
+
+    def rollback(self) -> None:
+        self.wrote = False
+        super().rollback()
+
+    def flush_wal(self) -> None:
+        """Flush the WAL file to disk (the first time, its directory too: a new WAL's entry)."""
+        assert self.wal_path is not None
+        if self._wal_fd is None:
+            self._wal_fd = os.open(self.wal_path, os.O_RDONLY | os.O_CLOEXEC)
+            weakref.finalize(self, os.close, self._wal_fd)
+            _flush_directory(os.path.dirname(self.wal_path))
+        os.fdatasync(self._wal_fd)
+
+
+def _flush_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def flush_wal(engine: Engine) -> None:
+    """Make every write transaction committed so far durable, before something that was read
+    leaves the server without a journaled write of its own (see :class:`DurableConnection`).
+    Nothing to do off SQLite, or when the database runs ``synchronous=FULL``."""
+    if not is_sqlite(engine):
+        return
+    with engine.connect() as conn:
+        dbapi_conn = conn.connection.dbapi_connection
+        if isinstance(dbapi_conn, DurableConnection) and dbapi_conn.wal_path is not None:
+            dbapi_conn.flush_wal()
+
+
 def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # Let SQLAlchemy drive transactions (BEGIN is emitted by the "begin" hook below).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    main = next(row[2] for row in cur.execute("PRAGMA database_list") if row[1] == "main")
+    if isinstance(dbapi_conn, DurableConnection) and mode == "wal" and main:
+        dbapi_conn.wal_path = main + "-wal"
+        cur.execute("PRAGMA synchronous=NORMAL")
+    else:
+        cur.execute("PRAGMA synchronous=FULL")
     for pragma in SQLITE_PRAGMAS:
         cur.execute(pragma)
     cur.close()
@@ -80,6 +171,9 @@ def _begin_write(conn: Any) -> None:
         while True:
             try:
                 driver.execute(conn, "BEGIN IMMEDIATE", autobegin=False)
+                dbapi_conn = conn.connection.dbapi_connection
+                if isinstance(dbapi_conn, DurableConnection):
+                    dbapi_conn.wrote = True
                 return
             except OperationalError as exc:
                 busy = getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
@@ -108,7 +202,9 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "factory": DurableConnection}
+        )
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_sqlite_begin)
         return engine

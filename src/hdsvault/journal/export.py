@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, func, insert, select, update
 
 from hdsvault.config import SiemSinkSettings
-from hdsvault.db.engine import read_connection
+from hdsvault.db.engine import flush_wal, read_connection
 from hdsvault.db.schema import export_cursors, journal_checkpoints, journal_entries
 from hdsvault.journal.entry import JournalEntry, Severity
 from hdsvault.journal.service import admin_entry, record
@@ -87,7 +87,11 @@ def export_to_siem(platform: Platform, only: str | None = None) -> dict[str, int
 
                 def source(after: int, limit: int, log_id: str = log_id) -> list[JournalEntry]:
                     with read_connection(platform.engine) as conn:
-                        return entries_after(conn, log_id, after, limit)
+                        entries = entries_after(conn, log_id, after, limit)
+                    # What was read is on disk before it is sent (a SIEM must not hold an
+                    # entry the journal could lose in a power cut: db.engine.DurableConnection).
+                    flush_wal(platform.engine)
+                    return entries
 
                 exporter = SiemExporter(source, sender, renderer, cursors, sink.name, log_id=log_id)
                 sent[sink.name] = sent.get(sink.name, 0) + exporter.run_once()
