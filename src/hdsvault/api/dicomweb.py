@@ -136,12 +136,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise DicomWebError(413, f"body of {declared} bytes exceeds dicom.max_stow_bytes={limit}")
-    chunks = bytearray()
+    # Chunks are kept as they come and joined once: a growing bytearray was copied at every
+    # resize, and with concurrent uploads the copies were quadratic (see docs/imaging.md).
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        chunks += chunk
-        if len(chunks) > limit:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise DicomWebError(413, f"body exceeds dicom.max_stow_bytes={limit}")
-    return bytes(chunks)
+    return b"".join(chunks)
 
 
 @router.post("/studies")

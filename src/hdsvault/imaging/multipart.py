@@ -54,15 +54,14 @@ def parse(body: bytes, boundary: str) -> list[Part]:
         end = body.find(b"\r\n" + delim, pos)
         if end < 0:
             raise ImagingError(Kind.INVALID, "multipart body is truncated (no closing boundary)")
-        raw = body[pos:end]
-        head_end = raw.find(b"\r\n\r\n")
-        if head_end < 0:
-            if raw.startswith(b"\r\n"):
-                head, content = b"", raw[2:]
-            else:
-                raise ImagingError(Kind.INVALID, "multipart part without a header/body separator")
+        # Sliced once from the body (a part is an instance: copies are its size).
+        head_end = body.find(b"\r\n\r\n", pos, end)
+        if head_end >= 0:
+            head, content = body[pos:head_end], body[head_end + 4 : end]
+        elif body.startswith(b"\r\n", pos, end):
+            head, content = b"", body[pos + 2 : end]
         else:
-            head, content = raw[:head_end], raw[head_end + 4 :]
+            raise ImagingError(Kind.INVALID, "multipart part without a header/body separator")
         headers: dict[str, str] = {}
         for line in head.split(b"\r\n"):
             name, sep, value = line.partition(b":")
