@@ -383,7 +383,9 @@ class Settings(BaseSettings):
     def with_secrets(self) -> dict[str, Any]:
         """The configuration as JSON values, secrets in clear: what a worker process is handed
         to rebuild these exact settings (over a socket, never its command line or environment)."""
-        revealed: dict[str, Any] = _revealed(self.model_dump(mode="python"))
+        revealed: dict[str, Any] = _revealed(
+            self.model_dump(mode="python"), self.model_dump(mode="json")
+        )
         return revealed
 
     def redacted(self) -> dict[str, Any]:
@@ -396,16 +398,16 @@ class Settings(BaseSettings):
         return out
 
 
-def _revealed(value: Any) -> Any:
+def _revealed(value: Any, as_json: Any) -> Any:
+    """``as_json`` (the JSON dump: networks, paths, enums as text) with the secrets of
+    ``value`` (the Python dump, same shape) in clear."""
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, dict):
-        return {k: _revealed(v) for k, v in value.items()}
+        return {k: _revealed(v, as_json[k]) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_revealed(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+        return [_revealed(v, j) for v, j in zip(value, as_json, strict=True)]
+    return as_json
 
 
 def _redact_url(url: str) -> str:

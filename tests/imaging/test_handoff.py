@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -184,7 +185,7 @@ def test_a_worker_that_cannot_start_fails_the_start(
     """A worker that exits before it is ready fails the listener's start, loudly, and leaves
     nothing listening (not a listener that accepts connections nobody will serve)."""
     server, store = _started(platform, settings, tenant)
-    monkeypatch.setattr(handoff.sys, "executable", "/bin/false")
+    monkeypatch.setattr(sys, "executable", "/bin/false")
     try:
         with pytest.raises(WorkerStartError):
             server.start()

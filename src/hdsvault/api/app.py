@@ -23,14 +23,11 @@ from hdsvault.access.oidc import OidcVerifier
 from hdsvault.api import access_admin, dicomweb
 from hdsvault.api.auth import CurrentPrincipal
 from hdsvault.api.fhir import mount_fhir
-from hdsvault.api.listeners import apply_to_workers
 from hdsvault.api.observability import RequestObservability
 from hdsvault.api.perimeter import Perimeter
 from hdsvault.blobs import open_blob_store
-from hdsvault.config import Settings, load_settings
 from hdsvault.heap import freeze_startup_heap
 from hdsvault.journal import service as journal
-from hdsvault.logs import configure_logging
 from hdsvault.platform import Platform
 from hdsvault.records import bulk_export
 from hdsvault.records.patient_context import RecordsPatientContext
@@ -127,11 +124,3 @@ def create_app(platform: Platform, *, freeze_heap: bool = False) -> FastAPI:
 def multiprocess_dir() -> str | None:
     """Set by ``hdsvault serve`` when workers share metrics (prometheus_client's protocol)."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-
-
-def create_app_from_config() -> FastAPI:
-    """Factory used by each server worker process: settings are rebuilt from the same sources."""
-    settings: Settings = load_settings()
-    configure_logging(settings.logging.level, json_output=settings.logging.json_output)
-    apply_to_workers(settings.perimeter)  # before this worker accepts a connection
-    return create_app(Platform.open(settings), freeze_heap=True)

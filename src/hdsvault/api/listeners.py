@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -154,17 +155,6 @@ def head_limit_of(perimeter: PerimeterSettings) -> int:
     return max(64 * 1024, 2 * perimeter.max_header_bytes)
 
 
-def apply_to_workers(perimeter: PerimeterSettings) -> None:
-    """Give :class:`GuardedHttpToolsProtocol` itself this process's head time-out and head
-    limit: in a worker process of ``hdsvault serve --workers N``, uvicorn builds each
-    connection's protocol from the class it was given by name, in the parent, before the
-    settings are read (a class built per configuration, as :func:`guarded_protocol` does,
-    cannot cross to the spawned workers). Called by the workers' application factory, before
-    they accept a connection."""
-    GuardedHttpToolsProtocol.header_timeout = perimeter.header_timeout_seconds
-    GuardedHttpToolsProtocol.head_limit = head_limit_of(perimeter)
-
-
 def guarded_protocol(header_timeout: float, head_limit: int) -> type[GuardedHttpToolsProtocol]:
     """A protocol class with this head time-out and head limit (uvicorn builds one instance
     per connection)."""
@@ -286,20 +276,29 @@ class ListenerGroup:
             **extra,
         )
 
-    async def serve(self) -> None:
-        """Run every server until :meth:`stop` (or SIGINT/SIGTERM in the main thread)."""
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Run every server until :meth:`stop` (or SIGINT/SIGTERM in the main thread), on
+        ``sockets`` (bound already, one per listener: an HTTP worker process's) or binding
+        its own."""
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop)
+        bound: list[list[socket.socket] | None] = (
+            [[sock] for sock in sockets] if sockets is not None else [None] * len(self.servers)
+        )
+        if len(bound) != len(self.servers):
+            raise ValueError(f"{len(bound)} sockets for {len(self.servers)} listeners")
         primary, *others = self.servers
-        task = asyncio.create_task(primary.serve())
+        task = asyncio.create_task(primary.serve(sockets=bound[0]))
         while not primary.started and not task.done():
             await asyncio.sleep(0.02)  # lifespan (journal sequencer, access control) first
         if task.done():
             await task
             return
-        await asyncio.gather(task, *(s.serve() for s in others))
+        await asyncio.gather(
+            task, *(s.serve(sockets=b) for s, b in zip(others, bound[1:], strict=True))
+        )
         log.info("listeners.stopped", listeners=len(self.servers))
 
     def stop(self) -> None:
@@ -310,9 +309,14 @@ class ListenerGroup:
     def started(self) -> bool:
         return all(s.started for s in self.servers)
 
-    def start_in_thread(self, timeout: float = 20.0) -> None:
-        """Serve from a background thread (tests, embedding); returns once all listen."""
-        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve()), daemon=True)
+    def start_in_thread(
+        self, timeout: float = 20.0, sockets: list[socket.socket] | None = None
+    ) -> None:
+        """Serve from a background thread (tests, embedding, HTTP worker processes); returns
+        once all listen."""
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.serve(sockets)), daemon=True
+        )
         self._thread.start()
         end = time.monotonic() + timeout
         while not self.started:

@@ -24,7 +24,7 @@ from hdsvault.cli import (
     token,
     verify,
 )
-from hdsvault.cli.context import config_file, console, fail, set_config_file, settings
+from hdsvault.cli.context import console, fail, set_config_file, settings
 from hdsvault.config import Settings
 from hdsvault.crypto.errors import CryptoError
 from hdsvault.platform import Platform, init_platform
@@ -93,17 +93,14 @@ def serve(
     cfg = settings()
     configure_logging(cfg.logging.level, json_output=cfg.logging.json_output)
     n_workers = workers or cfg.server.workers
-    if n_workers == 1 or cfg.perimeter.zones or cfg.tls.enabled:
-        # One process: a listener per zone, TLS, slow-client guard (api/listeners.py).
-        from hdsvault.api import listeners
+    with opened_platform() as platform, _protocols(platform):  # fail before binding
+        if n_workers == 1:
+            # One process: a listener per zone, TLS, slow-client guard (api/listeners.py).
+            from hdsvault.api import listeners
 
-        if n_workers != 1:
-            console.print("zones and TLS are served by one process: --workers ignored")
-        with opened_platform() as platform, _protocols(platform):  # fail before binding
             listeners.serve(create_app(platform, freeze_heap=True), cfg, host=host, port=port)
-        return
-    with opened_platform() as platform, _protocols(platform):
-        _serve_workers(cfg, host or cfg.server.host, port or cfg.server.port, n_workers)
+        else:
+            _serve_workers(cfg, host, port, n_workers)
 
 
 @contextmanager
@@ -120,32 +117,18 @@ def _protocols(platform: Platform) -> Iterator[None]:
         fail(str(exc), code=2)
 
 
-def _serve_workers(cfg: Settings, host: str, port: int, n_workers: int) -> None:
-    """Several HTTP worker processes under uvicorn's supervisor (this process)."""
-    import uvicorn
-
-    from hdsvault.api.listeners import GuardedHttpToolsProtocol
+def _serve_workers(cfg: Settings, host: str | None, port: int | None, n_workers: int) -> None:
+    """The same listeners served by ``n_workers`` worker processes (api/workers.py)."""
+    from hdsvault.api.listeners import plan
+    from hdsvault.api.workers import HttpWorkers
+    from hdsvault.supervision import WorkerStartError
 
     metrics_dir = cfg.data_dir / "run" / "prometheus"
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    if config_file() is not None:
-        # Workers are separate processes: they rebuild the settings from the same file.
-        os.environ["HDSVAULT_CONFIG"] = str(config_file().resolve())  # type: ignore[union-attr]
-    uvicorn.run(
-        "hdsvault.api.app:create_app_from_config",
-        factory=True,
-        workers=n_workers,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        http=GuardedHttpToolsProtocol,  # [perimeter] limits set in each worker (apply_to_workers)
-        timeout_keep_alive=int(max(1, cfg.perimeter.keep_alive_seconds)),
-        limit_concurrency=cfg.perimeter.max_connections,
-        # A worker importing the app on a loaded host can take longer than uvicorn's 5 s.
-        timeout_worker_healthcheck=60,
-    )
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # inherited by the workers
+    try:
+        HttpWorkers(cfg, plan(cfg, host, port), n_workers).serve()
+    except WorkerStartError as exc:
+        fail(str(exc), code=1)

@@ -1,0 +1,200 @@
+"""``hdsvault serve --workers 2`` with zones and TLS: the listeners bound by the parent,
+served by two worker processes (``api/workers.py``, ``api/worker.py``), as an operator runs
+it. Real processes, real TLS (a test CA), real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hdsvault import supervision
+
+from .kit import free_port
+from support.loopback import Pki, make_pki
+
+pytestmark = pytest.mark.timeout(180)
+
+SECRET = "pg-s3cr3t-for-workers"
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    pki: Pki
+    clinical: str  # https
+    metrics: str  # http
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _workers(pid: int) -> list[int]:
+    return [
+        c
+        for c in _children(pid)
+        if b"hdsvault.api.worker" in Path(f"/proc/{c}/cmdline").read_bytes()
+    ]
+
+
+def _until(check: Callable[[], object], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    pki = make_pki(tmp_path)
+    clinical, metrics = free_port(), free_port()
+    config = tmp_path / "hdsvault.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "var"}"\n'
+        '[logging]\nlevel = "info"\n'
+        f'[tls]\ncert_file = "{pki.server_cert}"\nkey_file = "{pki.server_key}"\n'
+        f'[blobs]\ns3_secret_key = "{SECRET}"\n'
+        "[[perimeter.zones]]\n"
+        f'name = "clinical"\nhost = "127.0.0.1"\nport = {clinical}\nallow = ["127.0.0.0/8"]\n'
+        "[[perimeter.zones]]\n"
+        f'name = "metrics"\nhost = "127.0.0.1"\nport = {metrics}\nallow = ["127.0.0.0/8"]\n'
+        "tls = false\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HDSVAULT_")}
+    exe = str(Path(sys.executable).parent / "hdsvault")
+    subprocess.run([exe, "--config", str(config), "init"], env=env, check=True, capture_output=True)
+    log = tmp_path / "serve.log"  # a file, not a pipe nobody reads while the test runs
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [exe, "--config", str(config), "serve", "--workers", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+    run = Served(proc, pki, f"https://127.0.0.1:{clinical}", f"http://127.0.0.1:{metrics}")
+    try:
+        _until(lambda: proc.poll() is not None or _ready(run), timeout=120)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        yield run
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _tls(pki: Pki) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(pki.ca_file))
+
+
+def _ready(run: Served) -> bool:
+    try:
+        return httpx.get(run.clinical + "/readyz", verify=_tls(run.pki), timeout=2).is_success
+    except httpx.TransportError:
+        return False
+
+
+def test_zones_and_tls_are_served_by_two_worker_processes(served: Served) -> None:
+    workers = _workers(served.proc.pid)
+    assert len(workers) == 2, workers
+    ctx = _tls(served.pki)
+    # each zone on its own listener, TLS where configured, paths per zone
+    r = httpx.get(served.clinical + "/healthz", verify=ctx)
+    assert r.status_code == 200 and r.headers["strict-transport-security"].startswith("max-age=")
+    assert httpx.get(served.clinical + "/api/whoami", verify=ctx).status_code == 401
+    assert httpx.get(served.clinical + "/metrics", verify=ctx).status_code == 404
+    with pytest.raises(httpx.ConnectError):  # TLS 1.1: refused by the workers' context too
+        old = ssl.create_default_context(cafile=str(served.pki.ca_file))
+        old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+        old.set_ciphers("ALL:@SECLEVEL=0")
+        httpx.get(served.clinical + "/healthz", verify=old)
+    # metrics aggregated over the workers, on the plain-HTTP metrics zone only
+    for _ in range(20):
+        httpx.get(served.clinical + "/healthz", verify=ctx)
+    text = httpx.get(served.metrics + "/metrics").text
+    assert "hdsvault_http_requests_total" in text
+    # both workers accept on the listening sockets (the parent only binds them)
+    for pid in workers:
+        inodes = {
+            os.readlink(f"/proc/{pid}/fd/{fd}")
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if os.path.exists(f"/proc/{pid}/fd/{fd}")
+        }
+        assert sum(i.startswith("socket:") for i in inodes) >= 2
+
+
+def test_secrets_reach_the_workers_through_the_socket_only(served: Served) -> None:
+    for pid in _workers(served.proc.pid):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[1:3] == [b"-m", b"hdsvault.api.worker"]
+        assert SECRET.encode() not in Path(f"/proc/{pid}/environ").read_bytes() + b"".join(argv)
+
+
+def test_a_killed_worker_is_restarted_and_the_service_goes_on(served: Served) -> None:
+    before = _workers(served.proc.pid)
+    os.kill(before[0], signal.SIGKILL)
+    _until(
+        lambda: len(_workers(served.proc.pid)) == 2 and before[0] not in _workers(served.proc.pid)
+    )
+    ctx = _tls(served.pki)
+    for _ in range(10):  # whichever worker accepts, it answers
+        assert httpx.get(served.clinical + "/healthz", verify=ctx).status_code == 200
+
+
+def test_stopping_the_server_stops_its_workers_and_closes_the_ports(served: Served) -> None:
+    workers = _workers(served.proc.pid)
+    served.proc.send_signal(signal.SIGINT)  # Ctrl-C: the parent stops its workers
+    assert served.proc.wait(timeout=60) == 0
+    _until(lambda: all(_gone(w) for w in workers))
+    port = int(served.clinical.rsplit(":", 1)[1])
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_workers_exit_when_the_parent_is_killed(served: Served) -> None:
+    workers = _workers(served.proc.pid)
+    served.proc.kill()
+    served.proc.wait(timeout=30)
+    _until(lambda: all(_gone(w) for w in workers))
+
+
+def test_a_worker_given_no_settings_exits_at_once(tmp_path: Path) -> None:
+    """Garbage instead of the settings: the worker says so and exits with status 2."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hdsvault.api.worker", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ours.send(b"\xffgarbage")
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert "http.worker-not-configured" in events
+    assert supervision.SETTINGS != b"\xff"
