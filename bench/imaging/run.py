@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pydicom
@@ -64,6 +64,8 @@ from bench._table import print_table
 from hdsvault.platform import Platform
 
 from support.orthanc import Orthanc, missing_requirements
+
+T = TypeVar("T")
 
 TENANT = "750712184"
 
@@ -102,6 +104,36 @@ def make_files(directory: Path, n: int, per_study: int, edge: int = 128) -> list
         base.save_as(p, enforce_file_format=True)
         paths.append(p)
     return paths
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` and of every process under it (hdsvault's DIMSE and
+    HTTP workers), from ``/proc``: what a peer spent, whichever of its processes spent it."""
+    total = 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    except (FileNotFoundError, ProcessLookupError):
+        pass  # exited meanwhile
+    return total
+
+
+class Spent:
+    """CPU seconds each peer spent, over the timed phases of one row."""
+
+    def __init__(self, hv_pid: int, or_pid: int) -> None:
+        self.pids = {"hv": hv_pid, "or": or_pid}
+        self.seconds = {"hv": 0.0, "or": 0.0}
+
+    def timed(self, peer: str, work: Callable[[], T]) -> T:
+        start = cpu_seconds(self.pids[peer])
+        try:
+            return work()
+        finally:
+            self.seconds[peer] += cpu_seconds(self.pids[peer]) - start
 
 
 def flush_ms(directory: Path, n: int = 9) -> float:
@@ -551,19 +583,36 @@ def main() -> int:
         hv_base = f"http://127.0.0.1:{http_port}/dicomweb/{TENANT}"
 
         try:
-            rows: list[tuple[str, Sample, float, float, float]] = []
+            # (operation, sample, hdsvault s, Orthanc s, flush ms, CPU ms per instance: hdsvault,
+            # Orthanc; None where the row has no such peer)
+            rows: list[tuple[str, Sample, float, float, float, float | None, float]] = []
             probe = work / "hdsvault" / "flush-probe"  # the disk both peers write to
             load = os.getloadavg()
             with Orthanc(work / "orthanc") as orthanc:
                 o_base = f"{orthanc.url}/dicom-web"
+                assert orthanc.proc is not None
+                pids = (server.pid, orthanc.proc.pid)
+
+                def per_instance(spent: Spent, n: int) -> tuple[float, float]:
+                    return 1000 * spent.seconds["hv"] / n, 1000 * spent.seconds["or"] / n
+
                 for sample in samples:
                     flush = flush_ms(probe)
                     t_hv = t_or = 0.0
+                    spent = Spent(*pids)
                     for dirs in sample.rounds:  # alternating, as WADO-RS below
-                        t_hv += storescu(dhost, dport, settings.dicom.ae_title, dirs)
-                        wait_for_fhir_sync(platform)
-                        t_or += storescu("127.0.0.1", orthanc.dicom_port, "ORTHANC", dirs)
-                    rows.append(("C-STORE ingest (storescu)", sample, t_hv, t_or, flush))
+                        t_hv += spent.timed(
+                            "hv",
+                            lambda d=dirs: storescu(dhost, dport, settings.dicom.ae_title, d),
+                        )
+                        # the ImagingStudy derivation is part of hdsvault's ingest cost
+                        spent.timed("hv", lambda: wait_for_fhir_sync(platform))
+                        t_or += spent.timed(
+                            "or",
+                            lambda d=dirs: storescu("127.0.0.1", orthanc.dicom_port, "ORTHANC", d),
+                        )
+                    cpu = per_instance(spent, sample.n)
+                    rows.append(("C-STORE ingest (storescu)", sample, t_hv, t_or, flush, *cpu))
                     flush = flush_ms(probe)
                     noop, noop_port = noop_scp(settings.dicom.max_pdu)
                     t_noop = sum(
@@ -571,25 +620,40 @@ def main() -> int:
                     )
                     noop.shutdown()
                     no_op = "C-STORE, no-op pynetdicom SCP as hdsvault"
-                    rows.append((no_op, sample, t_noop, t_or, flush))
+                    rows.append((no_op, sample, t_noop, t_or, flush, None, cpu[1]))
                     files, batch = sample.stow_files, args.stow_batch
                     flush = flush_ms(probe)
-                    t_hv = stow(f"{hv_base}/studies", files, batch, auth, n_conc)
-                    wait_for_fhir_sync(platform)
-                    t_or = stow(f"{o_base}/studies", files, batch, {}, n_conc)
-                    rows.append((f"STOW-RS ingest (batches of {batch})", sample, t_hv, t_or, flush))
+                    spent = Spent(*pids)
+                    t_hv = spent.timed(
+                        "hv", lambda: stow(f"{hv_base}/studies", files, batch, auth, n_conc)
+                    )
+                    spent.timed("hv", lambda: wait_for_fhir_sync(platform))
+                    t_or = spent.timed(
+                        "or", lambda: stow(f"{o_base}/studies", files, batch, {}, n_conc)
+                    )
+                    cpu = per_instance(spent, sample.n)
+                    what = f"STOW-RS ingest (batches of {batch})"
+                    rows.append((what, sample, t_hv, t_or, flush, *cpu))
                     # Rounds alternate between the peers: a drift of the machine's speed
                     # during the measure (a shared VM) weighs on both alike.
                     for client, fetch in (("httpx", wado), ("minimal client", wado_minimal)):
                         flush = flush_ms(probe)
                         t_hv = t_or = 0.0
+                        spent = Spent(*pids)
                         for _ in range(args.wado_rounds):
-                            dt, b_hv = fetch(hv_base, sample.studies, auth, n_conc, 1)
+                            dt, b_hv = spent.timed(
+                                "hv", lambda f=fetch: f(hv_base, sample.studies, auth, n_conc, 1)
+                            )
                             t_hv += dt / args.wado_rounds
-                            dt, b_or = fetch(o_base, sample.studies, {}, n_conc, 1)
+                            dt, b_or = spent.timed(
+                                "or", lambda f=fetch: f(o_base, sample.studies, {}, n_conc, 1)
+                            )
                             t_or += dt / args.wado_rounds
+                        # each round also fetches one first study per client, untimed
+                        fetched = args.wado_rounds * (sample.n + n_conc * args.per_study)
+                        cpu = per_instance(spent, fetched)
                         what = f"WADO-RS retrieve (per study), {client}"
-                        rows.append((what, sample, t_hv, t_or, flush))
+                        rows.append((what, sample, t_hv, t_or, flush, *cpu))
                         check_identical(f"hdsvault ({client})", b_hv, sample.sent)
                         check_identical(f"Orthanc ({client})", b_or, sample.sent)
                     load = tuple(max(a, b) for a, b in zip(load, os.getloadavg(), strict=True))
@@ -607,9 +671,10 @@ def main() -> int:
             f"{sample.n / t_or:.0f}",
             f"{sample.mb / t_or:.1f}",
             f"{t_or / t_hv:.2f}",
+            ("-" if cpu_hv is None else f"{cpu_hv:.2f}") + f" / {cpu_or:.2f}",
             f"{flush:.2f}",
         )
-        for what, sample, t_hv, t_or, flush in rows
+        for what, sample, t_hv, t_or, flush, cpu_hv, cpu_or in rows
     ]
     print_table(
         f"Imaging: hdsvault and Orthanc on the same files, concurrency {n_conc} for both",
@@ -621,6 +686,7 @@ def main() -> int:
             "Orthanc inst/s",
             "Orthanc MB/s",
             "hdsvault/Orthanc",
+            "server CPU ms/inst hdsvault / Orthanc",
             "disk flush ms",
         ],
         table,
@@ -629,7 +695,10 @@ def main() -> int:
         "index transaction), every ack after fsync. "
         "Orthanc: defaults (SQLite WAL synchronous=NORMAL, storage fsync on), "
         "TCP_NODELAY=1. Pixel data checked identical after WADO-RS. Ratio > 1: hdsvault "
-        "faster. Disk flush: median file + directory fsync just before the row. "
+        "faster. Server CPU: user + system time of each peer's processes (hdsvault's "
+        "workers included; its ImagingStudy derivation counted with its ingest) over the "
+        "row's timed phases, per instance (WADO-RS: per instance sent). "
+        "Disk flush: median file + directory fsync just before the row. "
         f"Load average (max over the run, 1/5/15 min): "
         f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.",
     )

@@ -97,8 +97,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
         )
     run = Served(proc, pki, f"https://127.0.0.1:{clinical}", f"http://127.0.0.1:{metrics}")
     try:
-        _until(lambda: proc.poll() is not None or _ready(run), timeout=120)
-        assert proc.poll() is None, log.read_text()[-3000:]
+        # every worker started (one may answer before the other is ready)
+        _until(lambda: proc.poll() is not None or "http.workers-ready" in log.read_text(), 120)
+        assert proc.poll() is None and _ready(run), log.read_text()[-3000:]
         yield run
     finally:
         if proc.poll() is None:
