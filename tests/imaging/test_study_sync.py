@@ -149,3 +149,28 @@ def test_a_sync_overtaken_by_another_process_does_not_write_its_older_view(
         assert shown is not None and shown["numberOfInstances"] == (3 if existing else 2)
     finally:
         store.close()
+
+
+def test_the_listener_loads_the_sync_models_as_it_starts(platform: Platform, tenant: str) -> None:
+    """The first study's sync must not pay the import of the FHIR models it validates (~60 ms
+    on the bench machine, competing with the associations still running): the DIMSE listener
+    loads them when it starts."""
+    from hdsvault.config import DicomPeerSettings
+    from hdsvault.dicom.server import DimseServer
+    from hdsvault.records import validation
+
+    validation._model_class.cache_clear()
+    platform.settings.dicom.port, platform.settings.dicom.workers = 0, 1
+    platform.settings.dicom.peers = [DicomPeerSettings(ae_title="DCMTK", tenant=tenant)]
+    store = ImagingStore(platform)
+    server = DimseServer(store)
+    try:
+        server.start()
+        loaded = validation._model_class.cache_info().currsize
+        misses = validation._model_class.cache_info().misses
+        validation._model_class("ImagingStudy")
+        validation._model_class("Patient")
+        assert loaded >= 2 and validation._model_class.cache_info().misses == misses
+    finally:
+        server.stop()
+        store.close()

@@ -27,6 +27,7 @@ from hdsvault.api.observability import RequestObservability
 from hdsvault.api.perimeter import Perimeter
 from hdsvault.blobs import open_blob_store
 from hdsvault.heap import freeze_startup_heap
+from hdsvault.imaging.fhir import load_models
 from hdsvault.journal import service as journal
 from hdsvault.platform import Platform
 from hdsvault.records import bulk_export
@@ -58,6 +59,7 @@ def create_app(platform: Platform, *, freeze_heap: bool = False) -> FastAPI:
             previous_context = register_patient_context(
                 RecordsPatientContext(RecordStore(platform))
             )
+        load_models()  # STOW-RS syncs ImagingStudy resources here too
         if freeze_heap:  # last: what is alive now lives as long as the server
             freeze_startup_heap()
         try:

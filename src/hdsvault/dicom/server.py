@@ -57,7 +57,7 @@ from hdsvault.dicom.study_syncs import StudySyncs
 from hdsvault.imaging import dicomfile, queries, retrieve
 from hdsvault.imaging.attributes import QR_LEVEL, Level, parse_attribute
 from hdsvault.imaging.errors import ImagingError, Kind
-from hdsvault.imaging.fhir import sync_pending, sync_study
+from hdsvault.imaging.fhir import load_models, sync_pending, sync_study
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.records.model import Caller
 
@@ -228,6 +228,7 @@ class DimseServer:
         """Listen (in background threads, or worker processes when ``workers`` > 1); catches
         up lagging ImagingStudy resources first."""
         tune_pynetdicom()
+        load_models()  # this process runs the ImagingStudy syncs
         try:
             sync_pending(self.store, self._service_caller)
         except Exception as exc:  # derived data: never block the listener on it

@@ -136,6 +136,14 @@ def sync_studies(store: ImagingStore, caller: Caller, study_ids: Iterable[str]) 
     return done
 
 
+def load_models() -> None:
+    """Load the FHIR models a sync validates (:func:`hdsvault.records.validation.preload`):
+    called by the processes that sync, as they start, not by their first study."""
+    from hdsvault.records.validation import preload
+
+    preload("ImagingStudy", "Patient")
+
+
 def sync_pending(store: ImagingStore, caller_for: Any, limit: int = 1000) -> int:
     """Sync every study whose ImagingStudy lags (``caller_for(tenant)`` acts for the tenant)."""
     st = imaging_studies.c
