@@ -21,14 +21,20 @@ process ends (stops, or dies), each worker sees its control socket close and sto
 from __future__ import annotations
 
 import contextlib
+import json
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from hdsvault.config import Settings
 
 log = structlog.get_logger("hdsvault.supervision")
 
@@ -224,3 +230,39 @@ class WorkerPool:
             if self.cond.wait_for(lambda: self.stopping, timeout=delay):
                 return
             worker.spawn()
+
+
+# -- the worker's side --------------------------------------------------------------------------
+
+WorkerServe = Callable[["Settings", socket.socket, list[str]], int]
+"""``(settings, control socket, arguments after the control descriptor)`` -> exit status."""
+
+
+def run_worker(name: str, argv: list[str], serve: WorkerServe) -> int:
+    """A worker process's main: ``argv`` is ``[program, CONTROL_FD, ARGS...]``.
+
+    SIGINT is left to the listener (a terminal's Ctrl-C reaches the whole process group; the
+    listener stops its workers itself); SIGTERM stops the worker as if the control socket had
+    closed. The first message must be the settings: anything else is logged
+    (``<name>.worker-not-configured``) and the worker exits with status 2.
+    """
+    from hdsvault.config import Settings
+    from hdsvault.logs import configure_logging
+
+    control = socket.socket(fileno=int(argv[1]))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def on_term(*_: Any) -> None:
+        with contextlib.suppress(OSError):
+            control.shutdown(socket.SHUT_RD)
+
+    signal.signal(signal.SIGTERM, on_term)
+    with control:
+        configure_logging()  # JSON on stderr until the settings say otherwise
+        first = control.recv(MESSAGE_MAX)
+        if first[:1] != SETTINGS:
+            log.error(f"{name}.worker-not-configured", received=len(first))
+            return 2
+        settings = Settings(**json.loads(first[1:]))
+        configure_logging(settings.logging.level, json_output=settings.logging.json_output)
+        return serve(settings, control, argv[2:])

@@ -11,36 +11,29 @@ to the parent, which stops its workers itself.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from hdsvault import supervision
 
+if TYPE_CHECKING:
+    from hdsvault.config import Settings
+
 log = structlog.get_logger("hdsvault.http")
 
 
-def serve(control: socket.socket, listening: list[socket.socket]) -> int:
-    """Serve until the control socket closes; the exit status."""
+def serve(settings: Settings, control: socket.socket, args: list[str]) -> int:
+    """Serve the listening sockets (descriptors in ``args``) until the control socket closes;
+    the exit status."""
     from hdsvault.api.app import create_app
     from hdsvault.api.listeners import ListenerGroup, plan
-    from hdsvault.config import Settings
-    from hdsvault.logs import configure_logging
     from hdsvault.platform import Platform
 
-    configure_logging()  # JSON on stderr until the settings say otherwise
-    first = control.recv(supervision.MESSAGE_MAX)
-    if first[:1] != supervision.SETTINGS:
-        log.error("http.worker-not-configured", received=len(first))
-        return 2
-    settings = Settings(**json.loads(first[1:]))
-    configure_logging(settings.logging.level, json_output=settings.logging.json_output)
+    listening = [socket.socket(fileno=int(fd)) for fd in args]
     listeners = plan(settings)
     if len(listeners) != len(listening):
         log.error("http.worker-sockets-mismatch", planned=len(listeners), given=len(listening))
@@ -62,17 +55,7 @@ def serve(control: socket.socket, listening: list[socket.socket]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    control = socket.socket(fileno=int(argv[1]))
-    listening = [socket.socket(fileno=int(fd)) for fd in argv[2:]]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def on_term(*_: Any) -> None:  # stop as if the parent had closed the control socket
-        with contextlib.suppress(OSError):
-            control.shutdown(socket.SHUT_RD)
-
-    signal.signal(signal.SIGTERM, on_term)
-    with control:
-        return serve(control, listening)
+    return supervision.run_worker("http", argv, serve)
 
 
 if __name__ == "__main__":

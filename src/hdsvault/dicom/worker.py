@@ -15,14 +15,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
+from hdsvault import supervision
 from hdsvault.dicom import handoff
+
+if TYPE_CHECKING:
+    from hdsvault.config import Settings
 
 log = structlog.get_logger("hdsvault.dicom")
 
@@ -38,22 +41,13 @@ def _reporter(control: socket.socket) -> handoff.StudiesAdded:
     return ended
 
 
-def serve(control: socket.socket) -> int:
+def serve(settings: Settings, control: socket.socket, _args: list[str]) -> int:
     """Serve handed connections until the control socket closes; the exit status."""
-    from hdsvault.config import Settings
     from hdsvault.dicom.server import DimseServer
     from hdsvault.heap import freeze_startup_heap
     from hdsvault.imaging.store import ImagingStore
-    from hdsvault.logs import configure_logging
     from hdsvault.platform import Platform
 
-    configure_logging()  # JSON on stderr until the settings say otherwise
-    first = control.recv(handoff.MESSAGE_MAX)
-    if first[:1] != handoff.SETTINGS:
-        log.error("dicom.worker-not-configured", received=len(first))
-        return 2
-    settings = Settings(**json.loads(first[1:]))
-    configure_logging(settings.logging.level, json_output=settings.logging.json_output)
     platform = Platform.open(settings)
     try:
         store = ImagingStore(platform)
@@ -82,16 +76,7 @@ def serve(control: socket.socket) -> int:
 
 
 def main(argv: list[str]) -> int:
-    control = socket.socket(fileno=int(argv[1]))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def on_term(*_: Any) -> None:  # stop as if the listener had closed the control socket
-        with contextlib.suppress(OSError):
-            control.shutdown(socket.SHUT_RD)
-
-    signal.signal(signal.SIGTERM, on_term)
-    with control:
-        return serve(control)
+    return supervision.run_worker("dicom", argv, serve)
 
 
 if __name__ == "__main__":
