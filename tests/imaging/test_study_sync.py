@@ -174,3 +174,28 @@ def test_the_listener_loads_the_sync_models_as_it_starts(platform: Platform, ten
     finally:
         server.stop()
         store.close()
+
+
+def test_the_listener_creates_its_peers_blob_directories_as_it_starts(
+    platform: Platform, tenant: str
+) -> None:
+    """A fresh establishment's blob fan-out (256 directories, each parent flushed) is made
+    when the listener starts, not by the first C-STORE while other associations wait."""
+    from hdsvault.blobs.factory import blobs_dir
+    from hdsvault.config import DicomPeerSettings
+    from hdsvault.dicom.server import DimseServer
+
+    if platform.settings.blobs.backend != "filesystem":
+        pytest.skip("the fan-out is the filesystem backend's")
+    platform.settings.dicom.port, platform.settings.dicom.workers = 0, 1
+    platform.settings.dicom.peers = [DicomPeerSettings(ae_title="DCMTK", tenant=tenant)]
+    store = ImagingStore(platform)
+    root = blobs_dir(platform.settings) / tenant
+    server = DimseServer(store)
+    try:
+        assert not root.exists() or len(list(root.iterdir())) < 256
+        server.start()
+        assert len([d for d in root.iterdir() if d.is_dir()]) == 256
+    finally:
+        server.stop()
+        store.close()

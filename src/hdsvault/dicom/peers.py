@@ -50,6 +50,10 @@ class Peers:
     def titles(self) -> list[str]:
         return list(self._by_title)
 
+    def tenants(self) -> set[str]:
+        """The establishments whose instances the peers may send."""
+        return {p.tenant for p in self._by_title.values()}
+
     def get(self, ae_title: str) -> Peer | None:
         return self._by_title.get(ae_title.strip())
 

@@ -229,6 +229,7 @@ class DimseServer:
         up lagging ImagingStudy resources first."""
         tune_pynetdicom()
         load_models()  # this process runs the ImagingStudy syncs
+        self.store.prepare(self.peers.tenants())  # before any association, not in the first
         try:
             sync_pending(self.store, self._service_caller)
         except Exception as exc:  # derived data: never block the listener on it
@@ -258,6 +259,7 @@ class DimseServer:
     def serve_handed(self) -> None:
         """Serve the connections :meth:`take` is given (in a worker process)."""
         tune_pynetdicom()
+        self.store.prepare(self.peers.tenants())
         self._handed = _HandedConnections(
             self.ae,
             (self.settings.host, self.settings.port),  # the listening process's address
