@@ -624,13 +624,18 @@ def main() -> int:
                     files, batch = sample.stow_files, args.stow_batch
                     flush = flush_ms(probe)
                     spent = Spent(*pids)
-                    t_hv = spent.timed(
-                        "hv", lambda: stow(f"{hv_base}/studies", files, batch, auth, n_conc)
-                    )
-                    spent.timed("hv", lambda: wait_for_fhir_sync(platform))
-                    t_or = spent.timed(
-                        "or", lambda: stow(f"{o_base}/studies", files, batch, {}, n_conc)
-                    )
+                    t_hv = t_or = 0.0
+                    per_round = batch * n_conc  # one batch per client, then the other peer
+                    for start in range(0, len(files), per_round):
+                        part = files[start : start + per_round]
+                        t_hv += spent.timed(
+                            "hv",
+                            lambda p=part: stow(f"{hv_base}/studies", p, batch, auth, n_conc),
+                        )
+                        spent.timed("hv", lambda: wait_for_fhir_sync(platform))
+                        t_or += spent.timed(
+                            "or", lambda p=part: stow(f"{o_base}/studies", p, batch, {}, n_conc)
+                        )
                     cpu = per_instance(spent, sample.n)
                     what = f"STOW-RS ingest (batches of {batch})"
                     rows.append((what, sample, t_hv, t_or, flush, *cpu))
