@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,10 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+@contextmanager
+def _serving(tmp_path: Path, perimeter: str = "") -> Iterator[Served]:
+    """``hdsvault serve --workers 2``: a TLS clinical zone and a plain metrics zone, plus
+    ``perimeter`` (TOML lines of ``[perimeter]``)."""
     pki = make_pki(tmp_path)
     clinical, metrics = free_port(), free_port()
     config = tmp_path / "hdsvault.toml"
@@ -77,6 +80,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         '[logging]\nlevel = "info"\n'
         f'[tls]\ncert_file = "{pki.server_cert}"\nkey_file = "{pki.server_key}"\n'
         f'[blobs]\ns3_secret_key = "{SECRET}"\n'
+        f"[perimeter]\n{perimeter}\n"
         "[[perimeter.zones]]\n"
         f'name = "clinical"\nhost = "127.0.0.1"\nport = {clinical}\nallow = ["127.0.0.0/8"]\n'
         "[[perimeter.zones]]\n"
@@ -105,6 +109,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
         if proc.poll() is None:
             proc.terminate()
         proc.wait(timeout=60)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with _serving(tmp_path) as run:
+        yield run
 
 
 def _tls(pki: Pki) -> ssl.SSLContext:
@@ -199,3 +209,27 @@ def test_a_worker_given_no_settings_exits_at_once(tmp_path: Path) -> None:
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert "http.worker-not-configured" in events
     assert supervision.SETTINGS != b"\xff"
+
+
+def _statuses(run: Served, path: str, n: int, **kw: object) -> list[int]:
+    """``n`` requests from 127.0.0.2, each on a new connection (so that both workers get
+    some: the kernel hands each connection to one of them)."""
+    out = []
+    for _ in range(n):
+        transport = httpx.HTTPTransport(local_address="127.0.0.2", verify=_tls(run.pki))
+        with httpx.Client(transport=transport, trust_env=False, timeout=10) as client:
+            out.append(client.get(run.clinical + path, **kw).status_code)  # type: ignore[arg-type]
+    return out
+
+
+def test_rate_limits_and_login_back_off_hold_for_the_whole_server(tmp_path: Path) -> None:
+    """The perimeter's buckets and failed-login counts are shared by the workers: an address
+    gets its configured burst, not one per worker; its failed logins are counted once."""
+    with _serving(tmp_path, "per_address = { rate = 0.001, burst = 12 }") as run:
+        statuses = _statuses(run, "/healthz", 30)
+        assert statuses.count(200) == 12 and statuses.count(429) == 18, statuses
+    (tmp_path / "logins").mkdir()
+    with _serving(tmp_path / "logins", "login_backoff_seconds = 30") as run:
+        bad = {"Authorization": "Bearer not-a-token"}
+        statuses = _statuses(run, "/api/whoami", 12, headers=bad)
+        assert statuses == [401] * 5 + [429] * 7, statuses  # login_failures_allowed = 5

@@ -25,6 +25,7 @@ from hdsvault.api.auth import CurrentPrincipal
 from hdsvault.api.fhir import mount_fhir
 from hdsvault.api.observability import RequestObservability
 from hdsvault.api.perimeter import Perimeter
+from hdsvault.api.shared_limits import SharedLimits
 from hdsvault.blobs import open_blob_store
 from hdsvault.heap import freeze_startup_heap
 from hdsvault.imaging.fhir import load_models
@@ -35,7 +36,9 @@ from hdsvault.records.patient_context import RecordsPatientContext
 from hdsvault.records.store import RecordStore
 
 
-def create_app(platform: Platform, *, freeze_heap: bool = False) -> FastAPI:
+def create_app(
+    platform: Platform, *, freeze_heap: bool = False, limits: SharedLimits | None = None
+) -> FastAPI:
     """Build the application around an opened platform; ``freeze_heap`` (the serving
     commands): once started, settle the process's heap (:mod:`hdsvault.heap`)."""
 
@@ -117,7 +120,9 @@ def create_app(platform: Platform, *, freeze_heap: bool = False) -> FastAPI:
 
     app.include_router(access_admin.router)
     # Security headers, limits and request metadata (pure ASGI), inside the request id/metrics.
-    app.add_middleware(Perimeter, settings=platform.settings.perimeter, tls=platform.settings.tls)
+    app.add_middleware(
+        Perimeter, settings=platform.settings.perimeter, tls=platform.settings.tls, limits=limits
+    )
     mount_fhir(app, platform)
     app.add_middleware(RequestObservability, router=app.router)
     return app

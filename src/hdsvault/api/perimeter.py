@@ -20,13 +20,15 @@ metrics middleware so that its refusals are logged and counted like any response
   ``body_timeout_seconds`` between chunks -> 408;
 - **security headers** on every response, and HSTS on TLS listeners.
 
-The state (buckets, failure counts) lives in the event loop's thread: no locks. It is per
-process; with several processes each holds its own (documented).
+The state (buckets, failure counts) lives in the event loop's thread: no locks. With HTTP
+worker processes it lives in memory they share (:mod:`hdsvault.api.shared_limits`), so the
+limits hold for the whole server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import time
@@ -46,6 +48,7 @@ from hdsvault.access.context import (
     unbind_request_meta,
 )
 from hdsvault.access.settings import IPNetwork, PerimeterSettings, TlsSettings
+from hdsvault.api.shared_limits import SharedLimits, SharedLoginThrottle, SharedTokenBuckets
 
 REFUSALS = Counter(
     "hdsvault_perimeter_refusals_total", "Requests refused at the perimeter", ["reason"]
@@ -233,19 +236,30 @@ class Perimeter:
         settings: PerimeterSettings,
         tls: TlsSettings,
         clock: Callable[[], float] = time.monotonic,
+        limits: SharedLimits | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.enabled = settings.enabled
         self.clock = clock
-        self.per_address = TokenBuckets(settings.per_address.rate, settings.per_address.burst)
-        self.per_identity = TokenBuckets(settings.per_identity.rate, settings.per_identity.burst)
-        self.logins = LoginThrottle(
+        address, identity = settings.per_address, settings.per_identity
+        logins = (
             settings.login_failures_allowed,
             settings.login_backoff_seconds,
             settings.login_backoff_max_seconds,
             settings.login_failure_window_seconds,
         )
+        self.per_address: TokenBuckets | SharedTokenBuckets
+        self.per_identity: TokenBuckets | SharedTokenBuckets
+        self.logins: LoginThrottle | SharedLoginThrottle
+        if limits is None:  # one process: its own tables
+            self.per_address = TokenBuckets(address.rate, address.burst)
+            self.per_identity = TokenBuckets(identity.rate, identity.burst)
+            self.logins = LoginThrottle(*logins)
+        else:  # HTTP worker processes: one state for the whole server (api/shared_limits.py)
+            self.per_address = limits.address_buckets(address.rate, address.burst)
+            self.per_identity = limits.identity_buckets(identity.rate, identity.burst)
+            self.logins = limits.logins(*logins)
         self.addresses = AddressClassifier(settings.exempt)
         self.max_body = settings.max_body_bytes
         self.body_timeout = settings.body_timeout_seconds
@@ -441,8 +455,8 @@ class Perimeter:
 
 def _identity(credential: bytes | None, scope: Scope) -> Hashable | None:
     """What the per-identity bucket counts: the credential (hashed), or the client certificate."""
-    if credential is not None:
-        return ("credential", hash(credential))
+    if credential is not None:  # the same key in every process (not ``hash``, salted per process)
+        return ("credential", hashlib.blake2b(credential, digest_size=16).digest())
     tls = (scope.get("extensions") or {}).get("tls")
     if tls and tls.get("client_cert"):
         cert = tls["client_cert"]

@@ -11,8 +11,9 @@ TLS, connection guard, ``[perimeter]`` limits); the kernel gives each accepted c
 one of the processes waiting on the socket. The settings, secrets included, go through the
 control socket only.
 
-What is per process: the rate-limit buckets and login back-off (a client's connections may
-land on different workers: up to N times the configured rate), ``max_connections``, caches.
+The perimeter's rate limits and login back-off are shared by the workers
+(:mod:`hdsvault.api.shared_limits`): they hold for the whole server as configured. Per
+process: ``max_connections``, caches.
 Prometheus metrics are aggregated over the workers (``PROMETHEUS_MULTIPROC_DIR``).
 """
 
@@ -24,6 +25,7 @@ import socket
 import threading
 
 from hdsvault.api.listeners import Listener
+from hdsvault.api.shared_limits import SharedLimits
 from hdsvault.config import Settings
 from hdsvault.supervision import WorkerPool, WorkerStartError
 
@@ -41,6 +43,7 @@ class HttpWorkers:
     """``count`` worker processes serving ``listeners``, whose sockets are bound here."""
 
     def __init__(self, settings: Settings, listeners: list[Listener], count: int) -> None:
+        self.limits = SharedLimits.create()  # the perimeter's state, one for all workers
         self.sockets: list[socket.socket] = []
         try:
             for listener in listeners:
@@ -51,14 +54,14 @@ class HttpWorkers:
         document = settings.with_secrets()
         if not settings.perimeter.zones:  # the one listener: the address bound, as planned
             document["server"]["host"], document["server"]["port"] = self.address(0)
-        fds = [str(s.fileno()) for s in self.sockets]
+        fds = [self.limits.fd, *(s.fileno() for s in self.sockets)]
         self.pool = WorkerPool(
             "http",
             "hdsvault.api.worker",
             count,
             json.dumps(document).encode(),
-            args=fds,
-            pass_fds=[s.fileno() for s in self.sockets],
+            args=[str(fd) for fd in fds],
+            pass_fds=fds,
         )
 
     def address(self, i: int) -> tuple[str, int]:
@@ -82,6 +85,7 @@ class HttpWorkers:
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
+        self.limits.close()
 
     def serve(self) -> None:
         """Start, serve until SIGINT or SIGTERM, stop."""
