@@ -230,13 +230,13 @@ def noop_scp(max_pdu: int) -> tuple[Any, int]:
 
 
 def serve(
-    config: Path, http_port: int, dicom_port: int, http_workers: int = 1
+    config: Path, http_port: int, dicom_port: int, http_workers: int | None = None
 ) -> subprocess.Popen[bytes]:
     """``hdsvault serve`` on the bench's config; returns once HTTP and DIMSE both answer."""
     exe = Path(sys.executable).parent / "hdsvault"
     args = ["--config", str(config), "serve", "--port", str(http_port)]
     proc = subprocess.Popen(
-        [str(exe), *args, "--workers", str(http_workers)],
+        [str(exe), *args, *(["--workers", str(http_workers)] if http_workers else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -527,7 +527,11 @@ def main() -> int:
         help="associations / HTTP clients in parallel, the same for both peers",
     )
     ap.add_argument(
-        "--http-workers", type=int, default=1, help="hdsvault serve --workers (HTTP processes)"
+        "--http-workers",
+        type=int,
+        default=None,
+        help="hdsvault serve --workers (HTTP processes; default: the configuration's, one per "
+        "core)",
     )
     ap.add_argument(
         "--dicom-workers",

@@ -79,13 +79,28 @@ class KekSettings(BaseModel):
         return self
 
 
+def _per_core(workers: int) -> int:
+    """``workers``, or for 0 one per CPU core, at most 8 (1 when the count is unknown)."""
+    return workers or min(os.cpu_count() or 1, 8)
+
+
 class ServerSettings(BaseModel):
     """The HTTP listener."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="HTTP processes: 0, one per CPU core (at most 8); 1, the serving process "
+        "itself; more, worker processes under it (api/workers.py)",
+    )
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+    def worker_processes(self) -> int:
+        """How many processes serve HTTP (``workers``, 0 resolved: see the field)."""
+        return _per_core(self.workers)
 
 
 class FhirSettings(BaseModel):
@@ -232,7 +247,7 @@ class DicomSettings(BaseModel):
 
     def worker_processes(self) -> int:
         """How many processes serve associations (``workers``, 0 resolved: see the field)."""
-        return self.workers or min(os.cpu_count() or 1, 8)
+        return _per_core(self.workers)
 
 
 class Hl7SenderSettings(BaseModel):

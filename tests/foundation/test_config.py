@@ -76,19 +76,20 @@ def test_redacted_hides_secrets(tmp_path: Path) -> None:
     assert "hds:***@db:5432/hds" in shown
 
 
-def test_dicom_workers_default_to_one_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("section", ["dicom", "server"])
+def test_workers_default_to_one_per_core(section: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    settings = load_settings()
-    assert settings.dicom.workers == 0
+    part = getattr(load_settings(), section)
+    assert part.workers == 0
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert settings.dicom.worker_processes() == 2
+    assert part.worker_processes() == 2
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert settings.dicom.worker_processes() == 8  # at most 8 by default
+    assert part.worker_processes() == 8  # at most 8 by default
     monkeypatch.setattr(os, "cpu_count", lambda: None)
-    assert settings.dicom.worker_processes() == 1  # unknown: the listening process alone
-    settings.dicom.workers = 3
-    assert settings.dicom.worker_processes() == 3
+    assert part.worker_processes() == 1  # unknown: the serving process alone
+    part.workers = 3
+    assert part.worker_processes() == 3
 
 
 def test_settings_with_secrets_rebuild_the_same_settings(tmp_path: Path) -> None:

@@ -83,7 +83,9 @@ def config_show() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="HTTP processes (default: [server] workers, one per core).")
+    ] = None,
 ) -> None:
     """Serve the HTTP API (FHIR, admin, probes, metrics), and DICOM / HL7 when enabled."""
     from hdsvault.api.app import create_app
@@ -92,7 +94,7 @@ def serve(
 
     cfg = settings()
     configure_logging(cfg.logging.level, json_output=cfg.logging.json_output)
-    n_workers = workers or cfg.server.workers
+    n_workers = workers or cfg.server.worker_processes()
     with opened_platform() as platform, _protocols(platform):  # fail before binding
         if n_workers == 1:
             # One process: a listener per zone, TLS, slow-client guard (api/listeners.py).
