@@ -4,7 +4,6 @@ it. Real processes, real TLS (a test CA), real signals."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -20,10 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hdsvault import supervision
-
 from .kit import free_port
 from support.loopback import Pki, make_pki
+from support.processes import children, gone
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,17 +36,10 @@ class Served:
     metrics: str  # http
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def _workers(pid: int) -> list[int]:
     return [
         c
-        for c in _children(pid)
+        for c in children(pid)
         if b"hdsvault.api.worker" in Path(f"/proc/{c}/cmdline").read_bytes()
     ]
 
@@ -58,14 +49,6 @@ def _until(check: Callable[[], object], timeout: float = 60) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.1)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state == "Z"
 
 
 @contextmanager
@@ -180,7 +163,7 @@ def test_stopping_the_server_stops_its_workers_and_closes_the_ports(served: Serv
     workers = _workers(served.proc.pid)
     served.proc.send_signal(signal.SIGINT)  # Ctrl-C: the parent stops its workers
     assert served.proc.wait(timeout=60) == 0
-    _until(lambda: all(_gone(w) for w in workers))
+    _until(lambda: all(gone(w) for w in workers))
     port = int(served.clinical.rsplit(":", 1)[1])
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
@@ -190,25 +173,7 @@ def test_workers_exit_when_the_parent_is_killed(served: Served) -> None:
     workers = _workers(served.proc.pid)
     served.proc.kill()
     served.proc.wait(timeout=30)
-    _until(lambda: all(_gone(w) for w in workers))
-
-
-def test_a_worker_given_no_settings_exits_at_once(tmp_path: Path) -> None:
-    """Garbage instead of the settings: the worker says so and exits with status 2."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with ours, theirs:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hdsvault.api.worker", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        ours.send(b"\xffgarbage")
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
-    assert "http.worker-not-configured" in events
-    assert supervision.SETTINGS != b"\xff"
+    _until(lambda: all(gone(w) for w in workers))
 
 
 def _statuses(run: Served, path: str, n: int, **kw: object) -> list[int]:

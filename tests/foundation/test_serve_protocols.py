@@ -22,6 +22,7 @@ import pytest
 from hl7.client import MLLPClient
 
 from support.components import require_component
+from support.processes import children, gone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
 from samples import adt_a01
@@ -157,27 +158,6 @@ def test_each_listener_alone_answers_and_stops_on_sigterm(
     assert code == 0
     assert not listening(port)
     assert frozen_at_start(logged) > 10_000
-
-
-def children(pid: int) -> list[int]:
-    """The live processes whose parent is ``pid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
 
 
 def test_dicom_workers_never_outlive_their_listener(

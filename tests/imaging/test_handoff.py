@@ -210,25 +210,3 @@ def test_garbage_on_the_control_socket_is_ignored(dimse: Dimse) -> None:
         assoc = _associate(dimse)
         assert assoc.send_c_echo().Status == 0x0000  # type: ignore[attr-defined]
         assoc.release()  # type: ignore[attr-defined]
-
-
-def test_a_worker_given_no_settings_exits_at_once() -> None:
-    """Garbage instead of the settings (or a closed channel): the worker says so and exits."""
-    import sys
-
-    for first in (b"\xffgarbage", None):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with ours, theirs:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "hdsvault.dicom.worker", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
-                stderr=subprocess.PIPE,
-            )
-            theirs.close()
-            if first is None:
-                ours.shutdown(socket.SHUT_WR)
-            else:
-                ours.send(first)
-            _out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 2
-        assert b"dicom.worker-not-configured" in err

@@ -36,21 +36,11 @@ from typing import Any
 
 import structlog
 
-from hdsvault.supervision import (
-    MESSAGE_MAX,
-    READY,
-    SETTINGS,
-    Worker,
-    WorkerPool,
-    WorkerStartError,
-)
+from hdsvault.supervision import Worker, WorkerPool, WorkerStartError
 
 __all__ = [
     "CONNECTION",
     "ENDED",
-    "MESSAGE_MAX",
-    "READY",
-    "SETTINGS",
     "ConnectionHandOff",
     "StudiesAdded",
     "WorkerStartError",

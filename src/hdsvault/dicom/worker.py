@@ -55,7 +55,7 @@ def serve(settings: Settings, control: socket.socket, _args: list[str]) -> int:
         try:
             dimse.serve_handed()
             freeze_startup_heap()
-            control.send(handoff.READY)
+            control.send(supervision.READY)
             log.info("dicom.worker-ready", pid=os.getpid())
             while True:
                 msg, fds, _flags, _addr = socket.recv_fds(control, 16, 4)
