@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -231,3 +232,55 @@ def test_framed_length_is_what_frame_yields() -> None:
     boundary = multipart.new_boundary()
     body = b"".join(multipart.frame(((c, [d]) for c, d in items), boundary))
     assert multipart.framed_length(((c, len(d)) for c, d in items), boundary) == len(body)
+
+
+def test_stow_bodies_over_the_limit_are_refused_and_store_nothing(
+    platform: Platform, tenant: str
+) -> None:
+    """``dicom.max_stow_bytes``: a declared ``Content-Length`` over it gets 413 at once; a
+    chunked body (no length) is counted as it streams and cut at the limit: 413, nothing
+    stored, never a 500."""
+    body, ctype = _stow_body([sample_bytes("CT_small.dcm")])
+    platform.settings.dicom.max_stow_bytes = len(body) - 1
+    client, auth = _client(platform, tenant)
+    headers = {**auth, "Content-Type": ctype}
+    with client:
+        base = f"/dicomweb/{TENANT}"
+        declared = client.post(base + "/studies", content=body, headers=headers)
+        assert declared.status_code == 413 and "max_stow_bytes" in declared.text
+
+        def chunks() -> Iterator[bytes]:
+            for i in range(0, len(body), 4096):
+                yield body[i : i + 4096]
+
+        streamed = client.post(base + "/studies", content=chunks(), headers=headers)
+        assert streamed.status_code == 413 and "max_stow_bytes" in streamed.text
+        assert client.get(base + "/studies", headers=auth).json() == []
+        platform.settings.dicom.max_stow_bytes = len(body)  # at the limit: accepted
+        assert client.post(base + "/studies", content=chunks(), headers=headers).status_code == 200
+
+
+def test_multipart_parts_and_their_malformations() -> None:
+    """Parts come out byte for byte (with or without headers); every malformation is INVALID
+    with what was expected, never a crash."""
+    from hdsvault.imaging.errors import ImagingError, Kind
+
+    body = (
+        b"preamble\r\n--B\r\nContent-Type: application/dicom\r\n\r\nfirst\r\n\r\n"
+        b"--B\r\n\r\nsecond\r\n--B--\r\n"
+    )
+    parts = multipart.parse(body, "B")
+    assert [(p.content_type, p.body) for p in parts] == [
+        ("application/dicom", b"first\r\n"),
+        ("", b"second"),
+    ]
+    for bad, expected in (
+        (b"no delimiter at all", "does not contain its boundary"),
+        (b"--B\r\nContent-Type: x\r\n\r\nbody without its end", "truncated"),
+        (b"--B\r\nContent-Type: x\r\nno blank line\r\n--B--", "header/body separator"),
+    ):
+        with pytest.raises(ImagingError, match=expected) as caught:
+            multipart.parse(bad, "B")
+        assert caught.value.kind == Kind.INVALID
+    with pytest.raises(ImagingError, match="boundary"):
+        multipart.parse(body, "")
