@@ -225,6 +225,51 @@ def test_streamed_retrieval_is_the_whole_body(
         store.close()
 
 
+def test_wado_served_ahead_of_the_router_keeps_the_apps_layers(
+    platform: Platform, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WADO-RS is served ahead of FastAPI's router (HotRoutes) but still behind everything a
+    route is behind: the perimeter's headers and limits, the request id, the application's
+    rendering of a refused credential (with its challenge), the 500 of
+    the server-error middleware for a fault; and STOW-RS on a retrieval's path still reaches
+    its route."""
+    app = create_app(platform)
+    auth = _radiologist(platform, tenant)
+    study, files = study_files(2)
+    url = f"/dicomweb/{TENANT}/studies/{study}"
+    with TestClient(app, raise_server_exceptions=False) as client:
+        boundary = multipart.new_boundary()
+        stow = client.post(  # POST on the retrieval's own path: the router's STOW-RS route
+            url,
+            content=b"".join(
+                multipart.frame((("application/dicom", [f]) for f in files), boundary)
+            ),
+            headers={
+                **auth,
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            },
+        )
+        assert stow.status_code == 200, stow.text
+        ok = client.get(url, headers={**auth, **ACCEPT, "X-Request-ID": "wado-request-0001"})
+        assert ok.status_code == 200 and ok.content.count(b"DICM") == 2
+        assert ok.headers["x-request-id"] == "wado-request-0001"
+        assert ok.headers["x-content-type-options"] == "nosniff"  # the perimeter's
+        refused = client.get(url, headers={"Authorization": "Bearer nope", **ACCEPT})
+        assert refused.status_code == 401
+        assert refused.json() == {"detail": "invalid or expired token"}  # as on every route
+        assert "invalid_token" in refused.headers["www-authenticate"]
+        assert refused.headers["x-content-type-options"] == "nosniff"
+
+        def fault(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a fault inside the retrieval")
+
+        monkeypatch.setattr(retrieve, "retrieve", fault)
+        failed = client.get(url, headers={**auth, **ACCEPT})
+        assert failed.status_code == 500 and b"DICM" not in failed.content
+        # Not a retrieval's path: left to the router.
+        assert client.get(f"/dicomweb/{TENANT}/nothing-here", headers=auth).status_code == 404
+
+
 def test_wado_refusals(platform: Platform, tenant: str) -> None:
     """The WADO-RS endpoint (outside FastAPI's dependencies) refuses as the rest of the API:
     401 journaled without a valid token, 404 for an unknown establishment or study, 406 for

@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from hdsvault.db.schema import journal_entries
 from hdsvault.journal import service
@@ -115,3 +115,29 @@ def test_every_failure_to_make_entries_durable_is_one_error(platform: Platform) 
     writer.close()
     with pytest.raises(JournalUnavailable):
         writer.submit([read_entry(21)])
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # a server can cut it
+def test_a_connection_cut_while_idle_is_replaced_without_losing_a_batch(
+    platform: Platform,
+) -> None:
+    """The writer keeps its connection between batches; PostgreSQL ending it (a restart, a
+    failover, an administrator) must not fail the next reader: its batch runs on a fresh
+    connection. Real server, real termination of every other backend of the database."""
+    writer = GroupCommitJournal(platform.engine)
+    try:
+        writer.record(read_entry(30))  # the writer's connection is open, idle
+        with platform.engine.connect() as conn:
+            cut = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert cut >= 1
+        writer.record(read_entry(31))
+        writer.record(read_entry(32))
+    finally:
+        writer.close()
+    assert count(platform) == 3

@@ -377,7 +377,7 @@ async def wado(request: Request) -> Response:
     finess, study = params["finess"], params["study"]
     series, sop = params.get("series"), params.get("sop")
     # The template for the request metrics and log line (FastAPI names only its own routes).
-    request.scope["route"] = _WADO_ROUTES[2 if sop else 1 if series else 0]
+    request.scope["route"] = WADO_ROUTES[2 if sop else 1 if series else 0]
     store = await imaging_store(request)
     platform: Platform = request.app.state.platform
     boundary = multipart.new_boundary()
@@ -464,7 +464,7 @@ def _pieces(
         yield b"\r\n" + (multipart.closing(boundary) if i == last else b"")
 
 
-_WADO_ROUTES = [
+WADO_ROUTES = [
     Route(router.prefix + path, wado, methods=["GET"])
     for path in (
         "/studies/{study}",
@@ -472,7 +472,7 @@ _WADO_ROUTES = [
         "/studies/{study}/series/{series}/instances/{sop}",
     )
 ]
-router.routes[:0] = _WADO_ROUTES  # matched first: the hot path
+"""The hot path: served ahead of the router (:class:`hdsvault.api.hot_routes.HotRoutes`)."""
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from hdsvault.journal.entry import JournalEntry
 from hdsvault.journal.store import append_many
@@ -64,6 +65,7 @@ class GroupCommitJournal:
         self._arrived = threading.Condition(self._lock)
         self._open = _Batch()
         self._closed = False
+        self._conn: Connection | None = None  # the writer thread's (:meth:`_run`)
         self._thread = threading.Thread(target=self._run, name="journal-group-commit", daemon=True)
         self._thread.start()
 
@@ -111,10 +113,49 @@ class GroupCommitJournal:
             return batch
 
     def _run(self) -> None:
-        while (batch := self._take()) is not None:
-            try:
-                with self._engine.begin() as conn:
-                    append_many(conn, batch.entries)
-            except BaseException as exc:  # every waiter of the batch learns it failed
-                batch.error = exc
-            batch.done.set()
+        """Commit batch after batch on one connection, kept between batches.
+
+        Why kept: taking a pooled connection per batch (check-out, reset on return, the pool's
+        events) was ~7 % of a server's CPU per single-instance WADO-RS request (1.32 -> 1.23 ms,
+        docs/imaging.md). A batch whose commit fails closes it, so that the next batch starts
+        on a fresh connection: a failed commit fails its own callers only.
+        """
+        try:
+            while (batch := self._take()) is not None:
+                try:
+                    self._commit(batch.entries)
+                except BaseException as exc:  # every waiter of the batch learns it failed
+                    batch.error = exc
+                    self._disconnect()
+                batch.done.set()
+        finally:
+            self._disconnect()
+
+    def _commit(self, entries: list[JournalEntry]) -> None:
+        """Commit ``entries`` in one transaction on the kept connection.
+
+        It may have been cut while idle (PostgreSQL restarted or failed over), which the
+        pool's pre-ping used to catch at check-out: a batch whose statements find it cut,
+        before any commit was sent, runs once more on a fresh connection."""
+        try:
+            conn = self._connection()
+            transaction = conn.begin()
+            append_many(conn, entries)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            self._disconnect()
+            conn = self._connection()
+            transaction = conn.begin()
+            append_many(conn, entries)
+        transaction.commit()
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
