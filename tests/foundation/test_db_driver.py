@@ -8,7 +8,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from hdsvault.db import driver
-from hdsvault.db.engine import create_db_engine, marker, read_connection
+from hdsvault.db.engine import KeptReadConnection, create_db_engine, marker, read_connection
 
 
 @pytest.fixture
@@ -89,3 +89,25 @@ def test_a_lost_connection_is_invalidated_for_the_pool(pg_url: str) -> None:
             assert driver.execute(conn, "SELECT 1") == [(1,)]
     finally:
         engine.dispose()
+
+
+def test_a_kept_read_connection_keeps_no_snapshot_and_recovers(engine: Engine) -> None:
+    """KeptReadConnection (an event loop's reads): each transaction sees what was committed
+    before it began (no snapshot kept between uses: on SQLite it would hold back the
+    checkpoints), and after a database error the next use works on a fresh connection."""
+    reads = KeptReadConnection(engine)
+    try:
+        with reads.transaction() as conn:
+            assert conn.execute(text("SELECT count(*) FROM driver_probe")).scalar_one() == 0
+        with engine.begin() as writer:
+            writer.execute(text("INSERT INTO driver_probe VALUES ('a', 1)"))
+        with reads.transaction() as conn:
+            assert conn.execute(text("SELECT count(*) FROM driver_probe")).scalar_one() == 1
+        assert not conn.in_transaction()  # ended with the block
+        with pytest.raises(DBAPIError), reads.transaction() as conn:
+            conn.execute(text("SELECT * FROM no_such_table"))
+        with reads.transaction() as again:
+            assert again is not conn  # the failed one was closed
+            assert again.execute(text("SELECT v FROM driver_probe")).scalar_one() == 1
+    finally:
+        reads.close()

@@ -13,16 +13,20 @@ import io
 import shutil
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy import Table, func, select, update
 
+from hdsvault.access.roles import Role
+from hdsvault.access.tokens import create_token
 from hdsvault.db.schema import blob_chunks
 from hdsvault.dicom.server import DimseServer
-from hdsvault.imaging import retrieve
+from hdsvault.imaging import multipart, retrieve
 from hdsvault.imaging.store import ImagingStore
 from hdsvault.platform import Platform
 from hdsvault.records.model import Caller
@@ -138,3 +142,41 @@ class Live:
     token: str
     dimse: Dimse
     platform: Platform
+
+
+ACCEPT = {"Accept": 'multipart/related; type="application/dicom"'}
+
+
+def stow_study(client: httpx.Client, auth: dict[str, str], files: list[bytes]) -> None:
+    """The files stored by STOW-RS through ``client`` (200 required)."""
+    boundary = multipart.new_boundary()
+    stow = client.post(
+        f"/dicomweb/{TENANT}/studies",
+        content=b"".join(multipart.frame((("application/dicom", [f]) for f in files), boundary)),
+        headers={
+            **auth,
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        },
+    )
+    assert stow.status_code == 200, stow.text
+
+
+def radiologist_auth(platform: Platform, tenant: str) -> dict[str, str]:
+    """The Authorization header of a new radiologist's token."""
+    token = create_token(
+        platform.engine, tenant=tenant, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="t"
+    ).token
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_withheld(r: httpx.Response, files: list[bytes]) -> None:
+    """503, and no byte of any instance in the answer: no file header, no pixel data."""
+    assert r.status_code == 503, r.text
+    assert b"DICM" not in r.content
+    assert not any(identity_of(f)[1][:64] in r.content for f in files)
+
+
+def identity_of(data: bytes) -> tuple[str, bytes]:
+    """A Part 10 file's SOP Instance UID and pixel data."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    return str(ds.SOPInstanceUID), bytes(ds.PixelData)

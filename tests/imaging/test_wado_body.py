@@ -10,19 +10,27 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from imaging_helpers import TENANT, alter_inline_blob, free_port, rows_in, study_files
+from imaging_helpers import (
+    ACCEPT,
+    TENANT,
+    alter_inline_blob,
+    assert_withheld,
+    free_port,
+    identity_of,
+    radiologist_auth,
+    rows_in,
+    stow_study,
+    study_files,
+)
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from hdsvault.access.roles import Role
-from hdsvault.access.tokens import create_token
 from hdsvault.api import dicomweb
 from hdsvault.api.app import create_app
 from hdsvault.api.listeners import ListenerGroup, plan
@@ -35,8 +43,6 @@ from hdsvault.imaging.store import ImagingStore
 from hdsvault.journal import group_commit
 from hdsvault.platform import Platform
 from hdsvault.records.model import Caller
-
-ACCEPT = {"Accept": 'multipart/related; type="application/dicom"'}
 
 
 def test_frame_is_byte_exact() -> None:
@@ -106,38 +112,6 @@ def test_coalesce_joins_small_pieces_and_passes_large_ones() -> None:
     assert alone[0] is big  # a piece of the size or more is not copied
 
 
-def _stow(client: TestClient, auth: dict[str, str], files: list[bytes]) -> None:
-    boundary = multipart.new_boundary()
-    stow = client.post(
-        f"/dicomweb/{TENANT}/studies",
-        content=b"".join(multipart.frame((("application/dicom", [f]) for f in files), boundary)),
-        headers={
-            **auth,
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-        },
-    )
-    assert stow.status_code == 200, stow.text
-
-
-def _radiologist(platform: Platform, tenant: str) -> dict[str, str]:
-    token = create_token(
-        platform.engine, tenant=tenant, role=Role.RADIOLOGY, ttl=timedelta(days=1), by="t"
-    ).token
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _withheld(r: httpx.Response, files: list[bytes]) -> None:
-    """503, and no byte of any instance in the answer: no file header, no pixel data."""
-    assert r.status_code == 503, r.text
-    assert b"DICM" not in r.content
-    assert not any(_identity(f)[1][:64] in r.content for f in files)
-
-
-def _identity(data: bytes) -> tuple[str, bytes]:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    return str(ds.SOPInstanceUID), bytes(ds.PixelData)
-
-
 def _enlarged(data: bytes) -> bytes:
     """``data`` with its image tiled 2 x 2 (a file about four times larger)."""
     ds = pydicom.dcmread(io.BytesIO(data))
@@ -195,14 +169,14 @@ def test_streamed_retrieval_is_the_whole_body(
     chosen: list[str] = []
     for name, how in (("made_here", "on the loop"), ("prefetched", "by a thread")):
         monkeypatch.setattr(dicomweb, name, _noted(getattr(dicomweb, name), how, chosen))
-    auth = _radiologist(platform, tenant)
+    auth = radiologist_auth(platform, tenant)
     study, files = study_files(7)
     files = [_enlarged(f) if i in large else f for i, f in enumerate(files)]
     base = f"/dicomweb/{TENANT}"
     pieces = ((dicomweb.IN_MEMORY, dicomweb.STREAM_PIECE), (0, 10_000), (0, 100_000))
     try:
         with TestClient(app) as client:
-            _stow(client, auth, files)
+            stow_study(client, auth, files)
             bodies = []
             for limit, piece in pieces:
                 monkeypatch.setattr(dicomweb, "IN_MEMORY", limit)
@@ -212,7 +186,7 @@ def test_streamed_retrieval_is_the_whole_body(
                 assert r.headers["content-length"] == str(len(r.content))
                 _media, params = multipart.content_type_params(r.headers["content-type"])
                 parts = multipart.parse(r.content, params["boundary"])
-                assert sorted(_identity(p.body) for p in parts) == sorted(map(_identity, files))
+                assert sorted(identity_of(p.body) for p in parts) == sorted(map(identity_of, files))
                 bodies.append(r.content.replace(params["boundary"].encode(), b"B"))
             assert bodies[1:] == bodies[:1] * 2  # byte for byte, but for the random boundary
             assert chosen == [made, made]  # the two streamed retrievals
@@ -220,7 +194,7 @@ def test_streamed_retrieval_is_the_whole_body(
             # Invariant 2 on the streamed path: no trace, no byte of the study.
             platform.durable_journal().close()
             r = client.get(f"{base}/studies/{study}", headers={**auth, **ACCEPT})
-            _withheld(r, files)
+            assert_withheld(r, files)
     finally:
         store.close()
 
@@ -234,7 +208,7 @@ def test_wado_served_ahead_of_the_router_keeps_the_apps_layers(
     the server-error middleware for a fault; and STOW-RS on a retrieval's path still reaches
     its route."""
     app = create_app(platform)
-    auth = _radiologist(platform, tenant)
+    auth = radiologist_auth(platform, tenant)
     study, files = study_files(2)
     url = f"/dicomweb/{TENANT}/studies/{study}"
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -263,7 +237,7 @@ def test_wado_served_ahead_of_the_router_keeps_the_apps_layers(
         def fault(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("a fault inside the retrieval")
 
-        monkeypatch.setattr(retrieve, "retrieve", fault)
+        monkeypatch.setattr(retrieve, "open_body", fault)  # either path: the loop or a thread
         failed = client.get(url, headers={**auth, **ACCEPT})
         assert failed.status_code == 500 and b"DICM" not in failed.content
         # Not a retrieval's path: left to the router.
@@ -277,11 +251,11 @@ def test_wado_refusals(platform: Platform, tenant: str) -> None:
     retrieval (503) without a byte of any instance in the answer (once read from the
     database, not from the process cache of sealed blobs)."""
     app = create_app(platform)
-    auth = _radiologist(platform, tenant)
+    auth = radiologist_auth(platform, tenant)
     study, files = study_files(3)
     base = f"/dicomweb/{TENANT}"
     with TestClient(app) as client:
-        _stow(client, auth, files)
+        stow_study(client, auth, files)
         url = f"{base}/studies/{study}"
         for headers in ({}, {"Authorization": "Bearer not-a-token"}):
             r = client.get(url, headers={**headers, **ACCEPT})
@@ -313,7 +287,7 @@ def test_wado_refusals(platform: Platform, tenant: str) -> None:
         # would serve the authentic bytes (test_inline_cache.py). Dropped, they are read again.
         store.inline_cache.discard([r.blob_key for r in refs])
         r = client.get(url, headers={**auth, **ACCEPT})
-        _withheld(r, files)
+        assert_withheld(r, files)
 
 
 def test_no_trace_no_byte_on_the_in_place_path(
@@ -323,11 +297,11 @@ def test_no_trace_no_byte_on_the_in_place_path(
     queued, the instances are opened while it is being flushed, and the flush fails. The
     answer is 503 and holds no byte of any instance."""
     app = create_app(platform)
-    auth = _radiologist(platform, tenant)
+    auth = radiologist_auth(platform, tenant)
     study, files = study_files(3)
     url = f"/dicomweb/{TENANT}/studies/{study}"
     with TestClient(app) as client:
-        _stow(client, auth, files)
+        stow_study(client, auth, files)
         assert client.get(url, headers={**auth, **ACCEPT}).status_code == 200  # cached, too
 
         def failed_flush(*_args: object) -> int:
@@ -335,7 +309,7 @@ def test_no_trace_no_byte_on_the_in_place_path(
 
         monkeypatch.setattr(group_commit, "append_many", failed_flush)
         r = client.get(url, headers={**auth, **ACCEPT})
-        _withheld(r, files)
+        assert_withheld(r, files)
 
 
 def _noted(
@@ -414,7 +388,7 @@ def test_a_client_gone_mid_stream_stops_the_retrieval(
     group.start_in_thread()
     try:
         port = group.listeners[0].port
-        auth = _radiologist(platform, tenant)
+        auth = radiologist_auth(platform, tenant)
         path = f"/dicomweb/{TENANT}/studies/{study}"
         if cached:  # a first retrieval fills the caches
             whole = httpx.get(f"http://127.0.0.1:{port}{path}", headers={**auth, **ACCEPT})
@@ -443,14 +417,14 @@ def test_head_answers_what_get_would_without_reading(
     """HEAD on WADO-RS: GET's status, type and length, no body, no blob read or decrypted;
     journaled as the retrieval it describes. Refused the same way without a token."""
     app = create_app(platform)
-    auth = _radiologist(platform, tenant)
+    auth = radiologist_auth(platform, tenant)
     study, files = study_files(5)
     url = f"/dicomweb/{TENANT}/studies/{study}"
     if streamed:
         monkeypatch.setattr(dicomweb, "IN_MEMORY", 0)
     opened = _counted_reads(monkeypatch)
     with TestClient(app) as client:
-        _stow(client, auth, files)
+        stow_study(client, auth, files)
         got = client.get(url, headers={**auth, **ACCEPT})
         assert got.status_code == 200 and len(opened) == 5
         opened.clear()
@@ -521,10 +495,10 @@ def test_a_retrieval_is_journaled_with_its_request(platform: Platform, tenant: s
     request's context goes with it, so its journal entry names the request and the address
     it came from (lost, the entry would carry neither)."""
     app = create_app(platform)
-    auth = _radiologist(platform, tenant)
+    auth = radiologist_auth(platform, tenant)
     study, files = study_files(3)
     with TestClient(app) as client:
-        _stow(client, auth, files)
+        stow_study(client, auth, files)
         got = client.get(
             f"/dicomweb/{TENANT}/studies/{study}",
             headers={**auth, **ACCEPT, "X-Request-ID": "wado-context-0001"},

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from hdsvault.db.schema import journal_entries
-from hdsvault.journal import service
+from hdsvault.journal import group_commit, service
 from hdsvault.journal.entry import Action, Category, JournalEntry, Outcome
-from hdsvault.journal.group_commit import GroupCommitJournal
+from hdsvault.journal.group_commit import GroupCommitJournal, JournalUnavailable
 from hdsvault.platform import Platform
 
 
@@ -141,3 +141,43 @@ def test_a_connection_cut_while_idle_is_replaced_without_losing_a_batch(
     finally:
         writer.close()
     assert count(platform) == 3
+
+
+def test_done_callbacks_run_once_whenever_they_are_added(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event loop waits for its entries through a callback, not a blocked thread: each
+    callback runs exactly once, whether added before the commit (by the writer) or after
+    (at once); one that raises does not stop the writer, and a failed batch calls them too."""
+    writer = GroupCommitJournal(platform.engine)
+    calls: list[str] = []
+    release = threading.Event()
+    append_many = group_commit.append_many
+
+    def held(*args: object) -> object:
+        assert release.wait(10)
+        return append_many(*args)
+
+    monkeypatch.setattr(group_commit, "append_many", held)
+    try:
+        pending = writer.submit([read_entry(40)])
+        pending.add_done_callback(lambda: calls.append("before"))
+        pending.add_done_callback(lambda: 1 / 0)  # logged, the writer goes on
+        assert calls == []
+        release.set()
+        pending.wait()
+        pending.add_done_callback(lambda: calls.append("after"))
+        assert calls == ["before", "after"]
+        bad = read_entry(41)
+        object.__setattr__(bad, "category", "not-a-category")
+        failing = writer.submit([bad])
+        failed: list[bool] = []
+        failing.add_done_callback(lambda: failed.append(failing.error is not None))
+        with pytest.raises(JournalUnavailable):
+            failing.wait()
+        assert failed == [True]
+        writer.record(read_entry(42))  # still writing
+    finally:
+        release.set()
+        writer.close()
+    assert count(platform) == 2

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from hdsvault.access.roles import Role
 from hdsvault.db.engine import read_connection
@@ -123,15 +123,21 @@ _LOOKUP = select(
 revocation by another process is seen by the next one)."""
 
 
-def authenticate(engine: Engine, token: str, *, now: datetime | None = None) -> Principal:
-    """The principal a presented token stands for, or :class:`InvalidToken` saying why."""
+def authenticate(
+    engine: Engine, token: str, *, now: datetime | None = None, conn: Connection | None = None
+) -> Principal:
+    """The principal a presented token stands for, or :class:`InvalidToken` saying why
+    (looked up on ``conn`` if given, else on a read connection of its own)."""
     if not token.startswith(PREFIX) or token.count("_") < 2:
         raise InvalidToken("malformed token")
     token_id, _, secret = token[len(PREFIX) :].partition("_")
     if len(token_id) != 24 or not secret:
         raise InvalidToken("malformed token")
-    with read_connection(engine) as conn:
+    if conn is not None:
         row = conn.execute(_LOOKUP, {"id": token_id}).first()
+    else:
+        with read_connection(engine) as own:
+            row = own.execute(_LOOKUP, {"id": token_id}).first()
     if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
         raise InvalidToken("unknown token")
     if row.revoked_at is not None:

@@ -28,6 +28,7 @@ from hdsvault.api.observability import RequestObservability
 from hdsvault.api.perimeter import Perimeter
 from hdsvault.api.shared_limits import SharedLimits
 from hdsvault.blobs import open_blob_store
+from hdsvault.db.engine import KeptReadConnection, is_sqlite
 from hdsvault.heap import freeze_startup_heap
 from hdsvault.imaging.fhir import load_models
 from hdsvault.journal import service as journal
@@ -75,6 +76,8 @@ def create_app(
             oidc.close()
             for task in tasks:
                 task.stop()
+            if app.state.loop_reads is not None:
+                app.state.loop_reads.close()
             platform.close()
 
     app = FastAPI(
@@ -90,6 +93,10 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.platform = platform
+    # WADO-RS retrievals served on the event loop read on this one (api/loop_retrieval).
+    app.state.loop_reads = (
+        KeptReadConnection(platform.engine) if is_sqlite(platform.engine) else None
+    )
     oidc = OidcVerifier(platform.settings.oidc)
     app.state.oidc_verifier = oidc
 

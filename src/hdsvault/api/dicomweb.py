@@ -30,6 +30,7 @@ from starlette.routing import Route
 from hdsvault.access.context import current_request_meta
 from hdsvault.access.tokens import Principal
 from hdsvault.api.auth import CurrentPrincipal, require_principal
+from hdsvault.api.loop_retrieval import retrieval_on_loop
 from hdsvault.imaging import multipart, queries, retrieve
 from hdsvault.imaging.attributes import Level, parse_attribute
 from hdsvault.imaging.errors import ImagingError, Kind
@@ -368,11 +369,13 @@ def _part_type(ref: retrieve.InstanceRef) -> str:
 async def wado(request: Request) -> Response:
     """WADO-RS retrieval of a study, a series or an instance, as multipart/related.
 
-    A plain Starlette endpoint (no FastAPI dependency solving), with authentication, lookup,
-    journaling and decryption in one worker-thread hop: the hot path of image viewers, where
-    the framework's per-request work was a third of the server's time (measured, docs/
-    imaging.md). A retrieval that fits ``IN_MEMORY`` is decrypted straight into its response
-    body; a larger one is streamed."""
+    A plain Starlette endpoint (no FastAPI dependency solving), served ahead of the router:
+    the hot path of image viewers, where the framework's per-request work was a third of the
+    server's time (measured, docs/imaging.md). A retrieval that waits for nothing is served
+    on the event loop (:mod:`hdsvault.api.loop_retrieval`); any other, and every refusal,
+    has its authentication, lookup, journaling and decryption in one worker-thread hop. A
+    retrieval that fits ``IN_MEMORY`` is decrypted straight into its response body; a
+    larger one is streamed."""
     params = request.path_params
     finess, study = params["finess"], params["study"]
     series, sop = params.get("series"), params.get("sop")
@@ -392,18 +395,22 @@ async def wado(request: Request) -> Response:
         if not _accepts(request, "application/dicom", "multipart/related"):
             raise DicomWebError(406, 'WADO-RS serves multipart/related; type="application/dicom"')
         found = retrieve.retrieve(
-            store,
-            caller,
-            [study],
-            [series] if series else [],
-            [sop] if sop else [],
-            in_memory=0 if head_only else IN_MEMORY,
-            layout=layout,
+            store, caller, *uids, in_memory=0 if head_only else IN_MEMORY, layout=layout
         )
         return caller, found
 
+    def caller_of(principal: Principal) -> Caller | None:
+        try:
+            return _caller(request, principal, finess)
+        except DicomWebError:
+            return None
+
+    uids = ([study], [series] if series else [], [sop] if sop else [])
     try:
-        caller, found = await _in_thread(authorized_retrieval)
+        served = None
+        if not head_only and _accepts(request, "application/dicom", "multipart/related"):
+            served = await retrieval_on_loop(request, store, caller_of, uids, layout, IN_MEMORY)
+        caller, found = served if served is not None else await _in_thread(authorized_retrieval)
     except (ImagingError, DicomWebError) as exc:
         return _error(exc)
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'

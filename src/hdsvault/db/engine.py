@@ -9,16 +9,18 @@ PostgreSQL keeps its defaults (``fsync=on``, ``synchronous_commit=on``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from hdsvault.db import driver
 
@@ -194,6 +196,35 @@ def marker(conn: Connection) -> str:
 def read_connection(engine: Engine) -> Connection:
     """A connection for reads only: on SQLite it neither takes nor waits for the write lock."""
     return engine.connect().execution_options(**{READ_ONLY: True})
+
+
+class KeptReadConnection:
+    """A read connection kept for the successive read transactions of one thread (an event
+    loop's): no pool check-out and return for each, and so no pool to wait for when its
+    connections are all taken by worker threads (a wait that would hold the whole loop)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One read transaction, ended with the block: no snapshot is kept between uses (on
+        SQLite it would hold back checkpoints). A database error closes the connection, and
+        the next use opens a fresh one."""
+        if self._conn is None:
+            self._conn = read_connection(self.engine)
+        try:
+            with self._conn.begin():
+                yield self._conn
+        except DBAPIError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:

@@ -38,14 +38,23 @@ _SHAPE = {
 _MAX_OBJECTS = 500
 
 
-def allow(engine: Engine, caller: Caller, operation: Operation) -> None:
-    """Ask the policy (resource type ImagingStudy); journal and raise FORBIDDEN on refusal."""
-    request = AccessRequest(
+def _access(caller: Caller, operation: Operation) -> AccessRequest:
+    return AccessRequest(
         principal=caller.principal,
         operation=operation,
         tenant=caller.tenant,
         resource_type="ImagingStudy",
     )
+
+
+def allowed(caller: Caller, operation: Operation) -> bool:
+    """Whether the policy allows it, journaling nothing: a refusal is for :func:`allow`."""
+    return authorize(_access(caller, operation)).allowed
+
+
+def allow(engine: Engine, caller: Caller, operation: Operation) -> None:
+    """Ask the policy (resource type ImagingStudy); journal and raise FORBIDDEN on refusal."""
+    request = _access(caller, operation)
     decision = authorize(request)
     if decision.allowed:
         return

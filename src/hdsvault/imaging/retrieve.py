@@ -137,9 +137,9 @@ def _find(
 
 
 @dataclass(frozen=True)
-class _Located:
-    """What :func:`_located` found: the instances, the data keys, the queued journal entry
-    (not yet durable) and the sealed inline blobs it was asked to read."""
+class Located:
+    """What a retrieval found: the instances, the data keys, the queued journal entry (not
+    yet durable) and the sealed inline blobs read with the lookup."""
 
     refs: list[InstanceRef]
     keys: DataKeys
@@ -155,7 +155,7 @@ def _located(
     sop_uids: Sequence[str],
     what: str,
     in_memory: int = 0,
-) -> _Located:
+) -> Located:
     """Authorize, find, and queue the retrieval's journal entries (not yet durable).
 
     With ``in_memory``, the inline blobs of a retrieval of at most that many bytes are read
@@ -166,14 +166,72 @@ def _located(
     """
     journaling.allow(store.engine, caller, Operation.READ)
     with read_connection(store.engine) as conn:
-        refs, version = _find(conn, store, caller.tenant, study_uids, series_uids, sop_uids)
-        if refs:  # the version came with them
-            keys = store.current_keys(conn, caller.tenant, version)
-        else:
-            keys = store.keys(conn, caller.tenant)
-        small = [r.blob_key for r in refs if inline.is_inline(r.blob_key)]
-        fits = in_memory and small and sum(r.size for r in refs) <= in_memory
-        sealed = store.inline_cache.fetch(conn, small) if fits else {}
+        refs, keys, sealed = _lookup(
+            conn, store, caller.tenant, study_uids, series_uids, sop_uids, in_memory
+        )
+    uids = (study_uids, series_uids, sop_uids)
+    return Located(refs, keys, _journaled(store, caller, refs, keys, uids, what), sealed)
+
+
+def located_held(
+    conn: Connection,
+    store: ImagingStore,
+    caller: Caller,
+    study_uids: Sequence[str],
+    series_uids: Sequence[str],
+    sop_uids: Sequence[str],
+    *,
+    budget: int,
+) -> Located | None:
+    """:func:`_located` for a retrieval the caller has authorized already, on ``conn`` (in a
+    read transaction), if opening it reads nothing more: instances found, at most ``budget``
+    bytes, each blob read with the lookup (inline) or held in the caches, one segment each.
+    None otherwise, with nothing journaled: take :func:`retrieve`.
+
+    Why: an event loop can then serve the retrieval itself, without a hand-off to a worker
+    thread and back (docs/imaging.md), and never waits there for a file or a lock."""
+    refs, keys, sealed = _lookup(
+        conn, store, caller.tenant, study_uids, series_uids, sop_uids, budget
+    )
+    if not refs or sum(r.size for r in refs) > budget:
+        return None
+    for r in refs:
+        if r.blob_key not in sealed and not held(store, [r]):
+            return None
+    uids = (study_uids, series_uids, sop_uids)
+    return Located(refs, keys, _journaled(store, caller, refs, keys, uids, "instances"), sealed)
+
+
+def _lookup(
+    conn: Connection,
+    store: ImagingStore,
+    tenant: str,
+    study_uids: Sequence[str],
+    series_uids: Sequence[str],
+    sop_uids: Sequence[str],
+    in_memory: int,
+) -> tuple[list[InstanceRef], DataKeys, dict[str, bytes]]:
+    """The instances, the tenant's data keys, and the sealed inline blobs if they total at
+    most ``in_memory`` bytes."""
+    refs, version = _find(conn, store, tenant, study_uids, series_uids, sop_uids)
+    # the version came with the instances
+    keys = store.current_keys(conn, tenant, version) if refs else store.keys(conn, tenant)
+    small = [r.blob_key for r in refs if inline.is_inline(r.blob_key)]
+    fits = in_memory and small and sum(r.size for r in refs) <= in_memory
+    return refs, keys, store.inline_cache.fetch(conn, small) if fits else {}
+
+
+def _journaled(
+    store: ImagingStore,
+    caller: Caller,
+    refs: list[InstanceRef],
+    keys: DataKeys,
+    uids: tuple[Sequence[str], Sequence[str], Sequence[str]],
+    what: str,
+) -> Pending:
+    """Queue the retrieval's journal entries (group commit: one flush shared with the other
+    reads of the moment)."""
+    study_uids, series_uids, sop_uids = uids
     detail = journaling.seal_detail(
         keys,
         caller,
@@ -194,16 +252,16 @@ def _located(
     entries = journaling.entries(
         caller, journaling.RETRIEVE, touched, outcome=outcome, detail=detail
     )
-    try:  # group commit: one flush shared with the other reads of the moment
-        return _Located(refs, keys, store.platform.durable_journal().submit(entries), sealed)
+    try:
+        return store.platform.durable_journal().submit(entries)
     except JournalUnavailable as exc:
         raise ImagingError(Kind.UNAVAILABLE, str(exc)[:300]) from None
 
 
-def _durable(pending: Pending) -> None:
+def durable(pending: Pending, timeout: float | None = 30.0) -> None:
     """Wait for the retrieval's journal entries: no trace, no data (invariant 2)."""
     try:
-        pending.wait()
+        pending.wait(timeout)
     except JournalUnavailable as exc:
         raise ImagingError(Kind.UNAVAILABLE, str(exc)[:300]) from None
 
@@ -219,7 +277,7 @@ def locate(
 ) -> list[InstanceRef]:
     """Authorize, find, journal (committed): the instances may then leave the server."""
     found = _located(store, caller, study_uids, series_uids, sop_uids, what)
-    _durable(found.pending)
+    durable(found.pending)
     if not found.refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
     return found.refs
@@ -266,14 +324,20 @@ def retrieve(
     body = None
     try:
         if refs and sum(r.size for r in refs) <= in_memory:
-            body, slots = layout(refs)
-            for r, slot in zip(refs, slots, strict=True):
-                read_into(store, caller.tenant, r, keys, slot, found.sealed.get(r.blob_key))
+            body = open_body(store, caller.tenant, found, layout)
     finally:
-        _durable(found.pending)
+        durable(found.pending)
     if not refs:
         raise ImagingError(Kind.NOT_FOUND, "no stored instance matches")
     return Retrieval(refs, keys, body)
+
+
+def open_body(store: ImagingStore, tenant: str, found: Located, layout: Layout) -> bytearray:
+    """The instances of ``found`` opened into the body ``layout`` builds for them."""
+    body, slots = layout(found.refs)
+    for r, slot in zip(found.refs, slots, strict=True):
+        read_into(store, tenant, r, found.keys, slot, found.sealed.get(r.blob_key))
+    return body
 
 
 def data_keys(store: ImagingStore, tenant: str) -> DataKeys:

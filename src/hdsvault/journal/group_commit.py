@@ -19,13 +19,16 @@ Writes do not come here: their entry must commit in the write's own transaction
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from hdsvault.journal.entry import JournalEntry
 from hdsvault.journal.store import append_many
+
+log = structlog.get_logger("hdsvault.journal")
 
 
 class JournalUnavailable(RuntimeError):
@@ -36,12 +39,14 @@ class JournalUnavailable(RuntimeError):
 class _Batch:
     """Entries committed together, and how their callers learn the outcome."""
 
-    __slots__ = ("done", "entries", "error")
+    __slots__ = ("_callbacks", "_lock", "done", "entries", "error")
 
     def __init__(self) -> None:
         self.entries: list[JournalEntry] = []
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], object]] | None = []  # None once finished
 
     def wait(self, timeout: float | None = 30.0) -> None:
         """Return once the batch is committed durably; else :class:`JournalUnavailable`
@@ -50,6 +55,29 @@ class _Batch:
             raise JournalUnavailable("the journal entry was not committed in time")
         if self.error is not None:
             raise JournalUnavailable(f"the journal commit failed: {self.error}") from self.error
+
+    def add_done_callback(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once the batch is committed or failed (then :meth:`wait`
+        returns at once): from the writer thread, or here if that is the case already.
+
+        Why: an event loop waits for its entries without a thread blocked in :meth:`wait`
+        (``callback`` wakes the loop). It must be quick and must not raise."""
+        with self._lock:
+            if self._callbacks is not None:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def finish(self) -> None:
+        """The writer's: the outcome is known (``error`` set if it failed); wake the waiters."""
+        self.done.set()
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks or [], None
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the writer must go on for the other batches
+                log.exception("journal.batch-callback-failed")
 
 
 Pending = _Batch
@@ -127,7 +155,7 @@ class GroupCommitJournal:
                 except BaseException as exc:  # every waiter of the batch learns it failed
                     batch.error = exc
                     self._disconnect()
-                batch.done.set()
+                batch.finish()
         finally:
             self._disconnect()
 
