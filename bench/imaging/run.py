@@ -299,11 +299,12 @@ def stow(
 
 
 def wado(
-    base: str, studies: list[str], headers: dict[str, str], concurrency: int, rounds: int
+    base: str, paths: list[str], headers: dict[str, str], concurrency: int, rounds: int
 ) -> tuple[float, dict[str, bytes]]:
-    """Fetch every study (multipart/related) ``rounds`` times, after one untimed request
-    (a peer's first retrieval pays one-time costs: imports, key unwrapping, caches); returns
-    the time of one round (the mean) and the bodies by study.
+    """Fetch every resource of ``paths`` (studies or instances, under ``base``: multipart/
+    related) ``rounds`` times, after one untimed request (a peer's first retrieval pays
+    one-time costs: imports, key unwrapping, caches); returns the time of one round (the mean)
+    and the bodies by path.
 
     The clients are made (and used once) before the timing starts: an ``httpx.Client`` builds
     an SSL context as it is made, ~20 ms of CPU, which until 2026-11-30 01:15 was timed in
@@ -311,22 +312,22 @@ def wado(
     bodies: dict[str, bytes] = {}
     accept = {**headers, "Accept": 'multipart/related; type="application/dicom"'}
 
-    def get(client: httpx.Client, uid: str) -> httpx.Response:
-        r = client.get(f"{base}/studies/{uid}", headers=accept)
+    def get(client: httpx.Client, path: str) -> httpx.Response:
+        r = client.get(base + path, headers=accept)
         if r.status_code != 200:
             raise RuntimeError(f"WADO {base}: {r.status_code} {r.text[:200]}")
         return r
 
     clients = [httpx.Client(timeout=600) for _ in range(concurrency)]
     for client in clients:
-        get(client, studies[0])
+        get(client, paths[0])
 
     def fetch(worker: int) -> None:
         client = clients[worker]
         for _ in range(rounds):
-            for uid in studies[worker::concurrency]:
-                r = get(client, uid)
-                bodies[uid] = r.content + b"|" + r.headers["content-type"].encode()
+            for path in paths[worker::concurrency]:
+                r = get(client, path)
+                bodies[path] = r.content + b"|" + r.headers["content-type"].encode()
 
     try:
         return _parallel(concurrency, fetch) / rounds, bodies
@@ -390,7 +391,7 @@ class MinimalClient:
 
 
 def wado_minimal(
-    base: str, studies: list[str], headers: dict[str, str], concurrency: int, rounds: int
+    base: str, paths: list[str], headers: dict[str, str], concurrency: int, rounds: int
 ) -> tuple[float, dict[str, bytes]]:
     """:func:`wado` through :class:`MinimalClient` instead of httpx. The clients (their
     buffers, and for a server that keeps connections open, their connection) are made and
@@ -399,14 +400,14 @@ def wado_minimal(
     accept = {**headers, "Accept": 'multipart/related; type="application/dicom"'}
     clients = [MinimalClient(base, accept) for _ in range(concurrency)]
     for client in clients:
-        client.get(f"/studies/{studies[0]}")
+        client.get(paths[0])
 
     def fetch(worker: int) -> None:
         client = clients[worker]
         for _ in range(rounds):
-            for uid in studies[worker::concurrency]:
-                body, ctype = client.get(f"/studies/{uid}")
-                bodies[uid] = body + b"|" + ctype.encode()
+            for path in paths[worker::concurrency]:
+                body, ctype = client.get(path)
+                bodies[path] = body + b"|" + ctype.encode()
 
     try:
         return _parallel(concurrency, fetch) / rounds, bodies
@@ -467,7 +468,8 @@ class Sample:
     rounds: list[list[Path]]
     stow_files: list[bytes]
     sent: dict[str, bytes]
-    studies: list[str]
+    studies: list[str]  # WADO-RS paths: /studies/{uid}
+    instances: list[str]  # /studies/{uid}/series/{uid}/instances/{uid}
     mb: float
 
 
@@ -486,16 +488,19 @@ def make_sample(
         target.mkdir(parents=True, exist_ok=True)
         p.rename(target / p.name)
     stow_paths = make_files(root / "stow", n, per_study, edge)
-    studies = {
-        str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in stow_paths
-    }
+    heads = [pydicom.dcmread(p, stop_before_pixels=True) for p in stow_paths]
     return Sample(
         SAMPLES[edge],
         n,
         [[d for d in r if d.is_dir()] for r in rounds],
         [p.read_bytes() for p in stow_paths],
         pixel_data(stow_paths),
-        sorted(studies),
+        sorted({f"/studies/{ds.StudyInstanceUID}" for ds in heads}),
+        [
+            f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}"
+            for ds in heads
+        ],
         sum(p.stat().st_size for p in root.glob("dimse/r*/a*/*.dcm")) / 1e6,
     )
 
@@ -571,6 +576,11 @@ def main() -> int:
             f"[dicom]\nenabled = true\nport = {dport}\n"
             + (f"workers = {args.dicom_workers}\n" if args.dicom_workers else "")
             + f'[[dicom.peers]]\nae_title = "BENCH"\ntenant = "{TENANT}"\n'
+            # One client retrieving instance by instance as fast as it can: over the default
+            # per-address and per-identity rates (200 and 100 requests/s), as a viewer's
+            # gateway would be; the limits are still checked on every request.
+            + "[perimeter.per_address]\nrate = 100000\nburst = 100000\n"
+            + "[perimeter.per_identity]\nrate = 100000\nburst = 100000\n"
         )
         settings = load_settings(config)
         init_platform(settings)
@@ -645,23 +655,31 @@ def main() -> int:
                     rows.append((what, sample, t_hv, t_or, flush, *cpu))
                     # Rounds alternate between the peers: a drift of the machine's speed
                     # during the measure (a shared VM) weighs on both alike.
-                    for client, fetch in (("httpx", wado), ("minimal client", wado_minimal)):
+                    retrievals = [
+                        (level, client, fetch, paths, per_path)
+                        for level, paths, per_path in (
+                            ("per study", sample.studies, args.per_study),
+                            ("per instance", sample.instances, 1),
+                        )
+                        for client, fetch in (("httpx", wado), ("minimal client", wado_minimal))
+                    ]
+                    for level, client, fetch, paths, per_path in retrievals:
                         flush = flush_ms(probe)
                         t_hv = t_or = 0.0
                         spent = Spent(*pids)
                         for _ in range(args.wado_rounds):
                             dt, b_hv = spent.timed(
-                                "hv", lambda f=fetch: f(hv_base, sample.studies, auth, n_conc, 1)
+                                "hv", lambda f=fetch, p=paths: f(hv_base, p, auth, n_conc, 1)
                             )
                             t_hv += dt / args.wado_rounds
                             dt, b_or = spent.timed(
-                                "or", lambda f=fetch: f(o_base, sample.studies, {}, n_conc, 1)
+                                "or", lambda f=fetch, p=paths: f(o_base, p, {}, n_conc, 1)
                             )
                             t_or += dt / args.wado_rounds
-                        # each round also fetches one first study per client, untimed
-                        fetched = args.wado_rounds * (sample.n + n_conc * args.per_study)
+                        # each round also fetches one first resource per client, untimed
+                        fetched = args.wado_rounds * (sample.n + n_conc * per_path)
                         cpu = per_instance(spent, fetched)
-                        what = f"WADO-RS retrieve (per study), {client}"
+                        what = f"WADO-RS retrieve ({level}), {client}"
                         rows.append((what, sample, t_hv, t_or, flush, *cpu))
                         check_identical(f"hdsvault ({client})", b_hv, sample.sent)
                         check_identical(f"Orthanc ({client})", b_or, sample.sent)
@@ -707,6 +725,7 @@ def main() -> int:
         "faster. Server CPU: user + system time of each peer's processes (hdsvault's "
         "workers included; its ImagingStudy derivation counted with its ingest) over the "
         "row's timed phases, per instance (WADO-RS: per instance sent). "
+        "hdsvault's perimeter rate limits raised for the per-instance rows (still checked). "
         "Disk flush: median file + directory fsync just before the row. "
         f"Load average (max over the run, 1/5/15 min): "
         f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.",
