@@ -21,7 +21,7 @@ else stays with SQLAlchemy Core.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,10 +30,16 @@ from sqlalchemy.exc import DBAPIError
 
 
 def execute(
-    conn: Connection, sql: str, params: Sequence[Any] = (), *, autobegin: bool = True
+    conn: Connection,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any] = (),
+    *,
+    autobegin: bool = True,
 ) -> list[tuple[Any, ...]]:
-    """Run ``sql`` once; its rows (none for a statement that returns none). ``autobegin``
-    false: inside SQLAlchemy's ``begin`` hook, where the transaction is being begun."""
+    """Run ``sql`` once; its rows (none for a statement that returns none). ``params``:
+    positional, or by name for SQL written with named markers (a statement SQLAlchemy
+    compiled for a dialect whose style that is). ``autobegin`` false: inside SQLAlchemy's
+    ``begin`` hook, where the transaction is being begun."""
     if autobegin:
         _begun(conn)
     with _cursor(conn, sql, params) as cur:
