@@ -36,6 +36,7 @@ UIDs; the pixel data check covers both.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import socket
@@ -544,6 +545,13 @@ def main() -> int:
         default=None,
         help="hdsvault's [dicom] workers (default: the configuration's default)",
     )
+    ap.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="hdsvault's index and journal: the embedded default, or a durable PostgreSQL "
+        "cluster started for the run (initdb, on a free loopback port)",
+    )
     args = ap.parse_args()
     problem = missing_requirements()
     if problem or not Path("/usr/bin/storescu").exists():
@@ -559,8 +567,19 @@ def main() -> int:
 
     configure_logging("warning")
     n_conc = max(1, args.concurrency)
-    with tempfile.TemporaryDirectory(prefix="hdsv-bench-img-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hdsv-bench-img-"))
         work = Path(tmp)
+        database = ""
+        if args.database == "postgresql":
+            from support.pgcluster import PostgresCluster
+            from support.pgcluster import missing_requirements as pg_missing
+
+            if pg := pg_missing():
+                print(f"imaging bench skipped: {pg}")
+                return 0
+            cluster = stack.enter_context(PostgresCluster(durable=True, name="bench-imaging"))
+            database = f'[database]\nurl = "{cluster.create_database("bench")}"\n'
         sizes = [(128, args.instances), (512, args.large_instances)]
         samples = [
             make_sample(work, e, n, args.per_study, n_conc, args.store_rounds)
@@ -571,8 +590,7 @@ def main() -> int:
         http_port, dport = _port(), _port()
         config = work / "hdsvault.toml"
         config.write_text(
-            f'data_dir = "{work / "hdsvault"}"\n'
-            '[logging]\nlevel = "warning"\n'
+            f'data_dir = "{work / "hdsvault"}"\n' + database + '[logging]\nlevel = "warning"\n'
             f"[dicom]\nenabled = true\nport = {dport}\n"
             + (f"workers = {args.dicom_workers}\n" if args.dicom_workers else "")
             + f'[[dicom.peers]]\nae_title = "BENCH"\ntenant = "{TENANT}"\n'
@@ -718,8 +736,13 @@ def main() -> int:
         ],
         table,
         caption="hdsvault: AES-GCM per instance, sealed metadata, blind-index tokens, journal; "
-        "SQLite (WAL, flushed before each commit returns) + filesystem blobs (instances <= 64 KiB in the "
-        "index transaction), every ack after fsync. "
+        + (
+            "PostgreSQL (a durable cluster: fsync, synchronous commits)"
+            if args.database == "postgresql"
+            else "SQLite (WAL, flushed before each commit returns)"
+        )
+        + " + filesystem blobs (instances <= 64 KiB in the index transaction), every ack "
+        "after fsync. "
         "Orthanc: defaults (SQLite WAL synchronous=NORMAL, storage fsync on), "
         "TCP_NODELAY=1. Pixel data checked identical after WADO-RS. Ratio > 1: hdsvault "
         "faster. Server CPU: user + system time of each peer's processes (hdsvault's "

@@ -409,7 +409,9 @@ async def wado(request: Request) -> Response:
     try:
         served = None
         if not head_only and _accepts(request, "application/dicom", "multipart/related"):
-            served = await retrieval_on_loop(request, store, caller_of, uids, layout, IN_MEMORY)
+            served = await retrieval_on_loop(
+                request, store, caller_of, uids, layout, IN_MEMORY, _in_thread
+            )
         caller, found = served if served is not None else await _in_thread(authorized_retrieval)
     except (ImagingError, DicomWebError) as exc:
         return _error(exc)

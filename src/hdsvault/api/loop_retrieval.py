@@ -10,30 +10,38 @@ thread blocked in it: the journal's writer wakes the loop (:meth:`Pending.add_do
 When: only when nothing on the way can wait on a file, a lock or the network, so that the
 loop's other requests are held for the CPU work alone (at most ~1-2 ms, :data:`LOOP_BODY`):
 
-- the database is SQLite (a read is a call into a local file; a PostgreSQL read is a network
-  round trip), read on one connection kept for the loop (:class:`KeptReadConnection`: no
-  pool to wait for);
+- the database is SQLite (a read is a call into a local file), read on one connection kept
+  for the loop (:class:`KeptReadConnection`: no pool to wait for);
 - the credential is a local API token that authenticates (an OpenID Connect JWT may need its
   issuer's keys fetched; a client certificate is mapped elsewhere), and the policy allows;
 - the retrieval totals at most :data:`LOOP_BODY` bytes, every blob read with the lookup
   (inline) or held in the process caches (:func:`retrieve.located_held`).
 
+On PostgreSQL (a read is a network round trip) the same retrieval has its reads and its
+decryption in one worker-thread hop, the token and the lookup in one transaction of one
+pooled connection, and the loop waits for the journal as above: one check-out (and its
+pre-ping) and one thread blocked in the flush fewer than the endpoint's own path.
+
 Anything else (every refusal, which must be journaled durably before it is answered, and
 every other case above) returns None before anything is journaled, and the endpoint takes
-the worker-thread path, which decides, journals and answers exactly as before.
+its own worker-thread path, which decides, journals and answers exactly as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
+from sqlalchemy import Connection
 from starlette.requests import Request
 
 from hdsvault.access.decision import Operation
 from hdsvault.access.tokens import PREFIX, InvalidToken, Principal, authenticate
-from hdsvault.db.engine import KeptReadConnection
+from hdsvault.db.engine import KeptReadConnection, read_transaction
 from hdsvault.imaging import journaling, retrieve
 from hdsvault.imaging.errors import ImagingError
 from hdsvault.imaging.store import ImagingStore
@@ -48,6 +56,13 @@ JOURNAL_WAIT_SECONDS = 30.0
 """How long a retrieval waits for its journal entry, as :meth:`Pending.wait` does."""
 
 Uids = tuple[list[str], list[str], list[str]]
+_T = TypeVar("_T")
+
+
+class InThread(Protocol):
+    """How the endpoint runs ``work`` in a worker thread (its pool, its request's context)."""
+
+    def __call__(self, work: Callable[[], _T]) -> Awaitable[_T]: ...
 
 
 def bearer_token(request: Request) -> str | None:
@@ -57,6 +72,14 @@ def bearer_token(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+@dataclass(frozen=True)
+class _Opened:
+    caller: Caller
+    found: retrieve.Located
+    body: bytearray | None
+    failure: ImagingError | None
+
+
 async def retrieval_on_loop(
     request: Request,
     store: ImagingStore,
@@ -64,37 +87,48 @@ async def retrieval_on_loop(
     uids: Uids,
     layout: retrieve.Layout,
     in_memory: int,
+    in_thread: InThread,
 ) -> tuple[Caller, retrieve.Retrieval] | None:
-    """The retrieval of ``uids``, opened and journaled durably, or None: take the thread
-    (module docstring). ``caller_of(principal)``: the endpoint's caller, None if refused;
-    ``in_memory``: the endpoint's bound on a body opened whole (:data:`LOOP_BODY` at most).
+    """The retrieval of ``uids``, opened and journaled durably, or None: take the endpoint's
+    own path (module docstring). ``caller_of(principal)``: the endpoint's caller, None if
+    refused; ``in_memory``: the endpoint's bound on a body opened whole; ``in_thread``: how
+    the endpoint runs work in a worker thread.
 
     The application keeps the loop's read connection in ``state.loop_reads`` (None: not on
     SQLite), made and closed with it."""
-    reads: KeptReadConnection | None = getattr(request.app.state, "loop_reads", None)
     token = bearer_token(request)
-    if reads is None or token is None or not token.startswith(PREFIX):
+    if token is None or not token.startswith(PREFIX):
         return None
-    with reads.transaction() as conn:
-        try:
-            caller = caller_of(authenticate(store.engine, token, conn=conn))
-        except InvalidToken:
+    reads: KeptReadConnection | None = getattr(request.app.state, "loop_reads", None)
+
+    def opened(transaction: ContextManager[Connection], budget: int) -> _Opened | None:
+        with transaction as conn:
+            try:
+                caller = caller_of(authenticate(store.engine, token, conn=conn))
+            except InvalidToken:
+                return None
+            if caller is None or not journaling.allowed(caller, Operation.READ):
+                return None
+            found = retrieve.located_held(conn, store, caller, *uids, budget=budget)
+        if found is None:
             return None
-        if caller is None or not journaling.allowed(caller, Operation.READ):
-            return None
-        found = retrieve.located_held(conn, store, caller, *uids, budget=min(in_memory, LOOP_BODY))
-    if found is None:
+        try:  # while the journal's writer flushes the entry
+            return _Opened(
+                caller, found, retrieve.open_body(store, caller.tenant, found, layout), None
+            )
+        except ImagingError as exc:
+            return _Opened(caller, found, None, exc)
+
+    if reads is not None:
+        done = opened(reads.transaction(), min(in_memory, LOOP_BODY))
+    else:
+        done = await in_thread(lambda: opened(read_transaction(store.engine), in_memory))
+    if done is None:
         return None
-    failure: ImagingError | None = None
-    body = None
-    try:  # while the journal's writer flushes the entry
-        body = retrieve.open_body(store, caller.tenant, found, layout)
-    except ImagingError as exc:
-        failure = exc
-    await journaled(found.pending)
-    if failure is not None:
-        raise failure
-    return caller, retrieve.Retrieval(found.refs, found.keys, body)
+    await journaled(done.found.pending)
+    if done.failure is not None:
+        raise done.failure
+    return done.caller, retrieve.Retrieval(done.found.refs, done.found.keys, done.body)
 
 
 async def journaled(pending: Pending) -> None:

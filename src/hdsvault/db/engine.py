@@ -198,6 +198,13 @@ def read_connection(engine: Engine) -> Connection:
     return engine.connect().execution_options(**{READ_ONLY: True})
 
 
+@contextlib.contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """One read transaction on a read connection of the pool, ended with the block."""
+    with read_connection(engine) as conn, conn.begin():
+        yield conn
+
+
 class KeptReadConnection:
     """A read connection kept for the successive read transactions of one thread (an event
     loop's): no pool check-out and return for each, and so no pool to wait for when its
