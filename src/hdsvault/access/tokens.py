@@ -131,8 +131,8 @@ revocation by another process is seen by the next one)."""
 def _lookup_sql(dialect: Dialect) -> tuple[str, bool, Callable[[Any], Any] | None]:
     """:data:`_LOOKUP` compiled for ``dialect``: its SQL, whether its parameter is positional,
     and how its ``expires_at`` is read (SQLite keeps a time as text). Run through the
-    driver's cursor (:mod:`hdsvault.db.driver`): ~7 % of the server's CPU per single-
-    instance WADO-RS request went to SQLAlchemy's execution of it (docs/imaging.md)."""
+    driver's cursor (:mod:`hdsvault.db.driver`): SQLAlchemy's execution of it was ~6 % of the
+    server's CPU per single-instance WADO-RS request (docs/imaging.md)."""
     compiled = _LOOKUP.compile(dialect=dialect)
     expires = api_tokens.c.expires_at.type.dialect_impl(dialect)
     return compiled.string, bool(compiled.positiontup), expires.result_processor(dialect, None)
