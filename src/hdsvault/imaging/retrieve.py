@@ -172,11 +172,9 @@ def _located(
     here they cost one statement and no contention, and only opening them overlaps the flush.
     """
     journaling.allow(store.engine, caller, Operation.READ)
-    with read_connection(store.engine) as conn:
-        refs, keys, sealed = _lookup(
-            conn, store, caller.tenant, study_uids, series_uids, sop_uids, in_memory
-        )
     uids = (study_uids, series_uids, sop_uids)
+    with read_connection(store.engine) as conn:
+        refs, keys, sealed = _lookup(conn, store, caller.tenant, uids, in_memory)
     return Located(refs, keys, _journaled(store, caller, refs, keys, uids, what), sealed)
 
 
@@ -197,30 +195,26 @@ def located_held(
 
     Why: an event loop can then serve the retrieval itself, without a hand-off to a worker
     thread and back (docs/imaging.md), and never waits there for a file or a lock."""
-    refs, keys, sealed = _lookup(
-        conn, store, caller.tenant, study_uids, series_uids, sop_uids, budget
-    )
+    uids = (study_uids, series_uids, sop_uids)
+    refs, keys, sealed = _lookup(conn, store, caller.tenant, uids, budget)
     if not refs or sum(r.size for r in refs) > budget:
         return None
     for r in refs:
         if r.blob_key not in sealed and not held(store, [r]):
             return None
-    uids = (study_uids, series_uids, sop_uids)
     return Located(refs, keys, _journaled(store, caller, refs, keys, uids, "instances"), sealed)
 
 
+Uids = tuple[Sequence[str], Sequence[str], Sequence[str]]
+"""A retrieval's study, series and SOP instance UIDs (each list narrows; an empty one does not)."""
+
+
 def _lookup(
-    conn: Connection,
-    store: ImagingStore,
-    tenant: str,
-    study_uids: Sequence[str],
-    series_uids: Sequence[str],
-    sop_uids: Sequence[str],
-    in_memory: int,
+    conn: Connection, store: ImagingStore, tenant: str, uids: Uids, in_memory: int
 ) -> tuple[list[InstanceRef], DataKeys, dict[str, bytes]]:
     """The instances, the tenant's data keys, and the sealed inline blobs if they total at
     most ``in_memory`` bytes."""
-    refs, version = _find(conn, store, tenant, study_uids, series_uids, sop_uids)
+    refs, version = _find(conn, store, tenant, *uids)
     # the version came with the instances
     keys = store.current_keys(conn, tenant, version) if refs else store.keys(conn, tenant)
     small = [r.blob_key for r in refs if inline.is_inline(r.blob_key)]
@@ -233,7 +227,7 @@ def _journaled(
     caller: Caller,
     refs: list[InstanceRef],
     keys: DataKeys,
-    uids: tuple[Sequence[str], Sequence[str], Sequence[str]],
+    uids: Uids,
     what: str,
 ) -> Pending:
     """Queue the retrieval's journal entries (group commit: one flush shared with the other
