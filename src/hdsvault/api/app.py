@@ -93,7 +93,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.platform = platform
-    # WADO-RS retrievals served on the event loop read on this one (api/loop_retrieval).
+    # WADO-RS retrievals served on the event loop read on this one (api/held_retrieval).
     app.state.loop_reads = (
         KeptReadConnection(platform.engine) if is_sqlite(platform.engine) else None
     )

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from hdsvault.access.context import current_request_meta
 from hdsvault.access.tokens import Principal
 from hdsvault.api.auth import CurrentPrincipal, require_principal
-from hdsvault.api.loop_retrieval import retrieval_on_loop
+from hdsvault.api.held_retrieval import held_retrieval
 from hdsvault.imaging import multipart, queries, retrieve
 from hdsvault.imaging.attributes import Level, parse_attribute
 from hdsvault.imaging.errors import ImagingError, Kind
@@ -372,7 +372,7 @@ async def wado(request: Request) -> Response:
     A plain Starlette endpoint (no FastAPI dependency solving), served ahead of the router:
     the hot path of image viewers, where the framework's per-request work was a third of the
     server's time (measured, docs/imaging.md). A retrieval that waits for nothing is served
-    on the event loop (:mod:`hdsvault.api.loop_retrieval`); any other, and every refusal,
+    on the event loop (:mod:`hdsvault.api.held_retrieval`); any other, and every refusal,
     has its authentication, lookup, journaling and decryption in one worker-thread hop. A
     retrieval that fits ``IN_MEMORY`` is decrypted straight into its response body; a
     larger one is streamed."""
@@ -409,7 +409,7 @@ async def wado(request: Request) -> Response:
     try:
         served = None
         if not head_only and _accepts(request, "application/dicom", "multipart/related"):
-            served = await retrieval_on_loop(
+            served = await held_retrieval(
                 request, store, caller_of, uids, layout, IN_MEMORY, _in_thread
             )
         caller, found = served if served is not None else await _in_thread(authorized_retrieval)

@@ -1,4 +1,4 @@
-"""WADO-RS retrievals served on the event loop (api/loop_retrieval): which ones, with the same
+"""WADO-RS retrievals served on the event loop (api/held_retrieval): which ones, with the same
 answers and traces as the worker-thread path, and never a byte before the trace is durable."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from imaging_helpers import (
     study_files,
 )
 
-from hdsvault.api import dicomweb, loop_retrieval
+from hdsvault.api import dicomweb, held_retrieval
 from hdsvault.api.app import create_app
 from hdsvault.api.listeners import ListenerGroup, plan
 from hdsvault.db.schema import journal_entries
@@ -89,7 +89,7 @@ def test_which_retrievals_are_served_on_the_loop(
         one = f"{url}/series/{series}/instances/{sop}"
         assert served({**auth, **ACCEPT}, path=one)[1] == ("loop" if sqlite else "thread")
 
-        monkeypatch.setattr(loop_retrieval, "LOOP_BODY", 0)  # over the budget
+        monkeypatch.setattr(held_retrieval, "LOOP_BODY", 0)  # over the budget
         through_thread, how = served({**auth, **ACCEPT})
         assert how == "thread" and _same(on_loop, through_thread)
         monkeypatch.undo()
@@ -184,7 +184,7 @@ def test_a_retrieval_waiting_for_its_trace_holds_neither_a_thread_nor_the_loop(
 
         release.clear()
         flushing.clear()
-        monkeypatch.setattr(loop_retrieval, "JOURNAL_WAIT_SECONDS", 0.3)
+        monkeypatch.setattr(held_retrieval, "JOURNAL_WAIT_SECONDS", 0.3)
         late = httpx.get(base + url, headers={**auth, **ACCEPT})
         assert_withheld(late, files)
         assert hops == []

@@ -80,7 +80,7 @@ class _Opened:
     failure: ImagingError | None
 
 
-async def retrieval_on_loop(
+async def held_retrieval(
     request: Request,
     store: ImagingStore,
     caller_of: Callable[[Principal], Caller | None],
