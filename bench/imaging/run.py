@@ -65,6 +65,7 @@ from bench._table import print_table
 from hdsvault.platform import Platform
 
 from support.orthanc import Orthanc, missing_requirements
+from support.ports import free_ports
 
 T = TypeVar("T")
 
@@ -587,7 +588,7 @@ def main() -> int:
             if n > 0
         ]
 
-        http_port, dport = _port(), _port()
+        http_port, dport = free_ports(2)
         config = work / "hdsvault.toml"
         config.write_text(
             f'data_dir = "{work / "hdsvault"}"\n' + database + '[logging]\nlevel = "warning"\n'
@@ -754,12 +755,6 @@ def main() -> int:
         f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.",
     )
     return 0
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

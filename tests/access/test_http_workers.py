@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .kit import free_port
 from support.loopback import Pki, make_pki
+from support.ports import free_ports
 from support.processes import children, gone
 
 pytestmark = pytest.mark.timeout(180)
@@ -56,7 +56,7 @@ def _serving(tmp_path: Path, perimeter: str = "") -> Iterator[Served]:
     """``hdsvault serve --workers 2``: a TLS clinical zone and a plain metrics zone, plus
     ``perimeter`` (TOML lines of ``[perimeter]``)."""
     pki = make_pki(tmp_path)
-    clinical, metrics = free_port(), free_port()
+    clinical, metrics = free_ports(2)
     config = tmp_path / "hdsvault.toml"
     config.write_text(
         f'data_dir = "{tmp_path / "var"}"\n'

@@ -16,6 +16,7 @@ from hdsvault.db.schema import journal_entries
 
 from .kit import TENANT, free_port, local_token
 from support.loopback import make_pki
+from support.ports import free_ports
 
 
 def _get(url: str, source: str = "127.0.0.1", **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
@@ -27,7 +28,7 @@ def _get(url: str, source: str = "127.0.0.1", **kw) -> httpx.Response:  # type: 
 
 @pytest.fixture
 def zoned(make_edge_platform):  # type: ignore[no-untyped-def]
-    ports = {"clinical": free_port(), "admin": free_port(), "metrics": free_port()}
+    ports = dict(zip(("clinical", "admin", "metrics"), free_ports(3), strict=True))
     platform = make_edge_platform(
         access={"policy": "builtin"},
         perimeter={

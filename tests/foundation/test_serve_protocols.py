@@ -22,6 +22,7 @@ import pytest
 from hl7.client import MLLPClient
 
 from support.components import require_component
+from support.ports import free_ports
 from support.processes import children, gone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
@@ -71,7 +72,7 @@ def frozen_at_start(logged: str) -> int:
 
 @pytest.fixture
 def ports() -> dict[str, int]:
-    return {"http": free_port(), "dicom": free_port(), "hl7": free_port()}
+    return dict(zip(("http", "dicom", "hl7"), free_ports(3), strict=True))
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ from hdsvault.imaging.store import ImagingStore  # noqa: E402
 from hdsvault.platform import Platform  # noqa: E402
 from hdsvault.records.model import Caller  # noqa: E402
 
+from support.ports import free_ports  # noqa: E402
+
 
 @pytest.fixture
 def caller(tenant: str) -> Caller:
@@ -54,8 +56,7 @@ def workers() -> int:
 
 @pytest.fixture
 def dimse(platform: Platform, tenant: str, settings: Settings, workers: int) -> Iterator[Dimse]:
-    move_port = free_port()
-    settings.dicom.port = free_port()
+    move_port, settings.dicom.port = free_ports(2)
     settings.dicom.workers = workers
     settings.dicom.peers = [
         DicomPeerSettings(ae_title="DCMTK", tenant=tenant),

@@ -203,3 +203,20 @@ def test_stopping_the_listener_closes_its_open_connections(
         time.sleep(0.2)  # accepted: its handler waits for a first message
         server.stop()
         assert idle.recv(100) == b""  # closed by the server, not timed out
+
+
+def test_a_port_already_taken_is_reported_at_once(platform: Platform, settings: Settings) -> None:
+    """The MLLP listener's bind failure is raised by ``start`` with its reason, at once; it
+    used to kill the listener's thread and leave ``start`` waiting 15 s for a vague error
+    (seen in CI, two listeners given the same port)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings.hl7.host, settings.hl7.port = "127.0.0.1", taken.getsockname()[1]
+        server = MllpServer(platform)
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"could not start on 127\.0\.0\.1") as raised:
+            server.start()
+        assert time.monotonic() - started < 5
+        assert isinstance(raised.value.__cause__, OSError)
+        server.stop()  # nothing to stop: no error either

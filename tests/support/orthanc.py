@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,14 +17,9 @@ from typing import Any
 
 import httpx
 
+from support.ports import free_ports
+
 PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def missing_requirements() -> str | None:
@@ -57,8 +51,7 @@ class Orthanc:
     ) -> None:
         self.workdir = workdir
         self.aet = aet
-        self.http_port = _free_port()
-        self.dicom_port = _free_port()
+        self.http_port, self.dicom_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.http_port}"
         workdir.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {

@@ -32,6 +32,7 @@ class MllpServer:
         self._thread: threading.Thread | None = None
         self._server: Any = None
         self._ready = threading.Event()
+        self._failure: BaseException | None = None
         self.address: tuple[str, int] = ("", 0)
 
     def _ssl(self) -> ssl.SSLContext | None:
@@ -91,9 +92,16 @@ class MllpServer:
                 )
                 sock = self._server.sockets[0].getsockname()
                 self.address = (str(sock[0]), int(sock[1]))
-                self._ready.set()
 
-            loop.run_until_complete(serve())
+            try:
+                loop.run_until_complete(serve())
+            except BaseException as exc:  # reported by start(), at once
+                self._failure = exc
+                self._loop = None  # nothing to stop
+                loop.close()
+                return
+            finally:
+                self._ready.set()
             loop.run_forever()
             # Stopped: end the open connections' handlers (each closes its connection) while
             # the loop still runs, instead of leaving them to the garbage collector, whose
@@ -111,6 +119,11 @@ class MllpServer:
         self._thread.start()
         if not self._ready.wait(15):
             raise RuntimeError("MLLP listener did not start")
+        if self._failure is not None:  # its port taken, its certificate unreadable...
+            where = f"{self.settings.host}:{self.settings.port}"
+            raise RuntimeError(f"MLLP listener could not start on {where}: {self._failure}") from (
+                self._failure
+            )
         log.info("hl7.listening", host=self.address[0], port=self.address[1])
         return self.address
 
