@@ -22,8 +22,9 @@ from hdsvault.config import load_settings
 from hdsvault.platform import Platform, init_platform
 from hdsvault.tenants.service import add_tenant
 
-from .kit import OTHER_TENANT, TENANT, free_port
+from .kit import OTHER_TENANT, TENANT
 from support.loopback import OidcIssuer, WebhookReceiver
+from support.ports import free_port
 
 PlatformFactory = Callable[..., Platform]
 

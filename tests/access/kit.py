@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 from typing import Any
 
@@ -31,9 +30,3 @@ def local_token(platform: Platform, role: Role, tenant: str | None = TENANT) -> 
     return create_token(
         platform.engine, tenant=tenant, role=role, ttl=timedelta(hours=1), by="test"
     ).token
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -14,9 +14,9 @@ from hdsvault.api.app import create_app
 from hdsvault.api.listeners import ListenerGroup, plan
 from hdsvault.db.schema import journal_entries
 
-from .kit import TENANT, free_port, local_token
+from .kit import TENANT, local_token
 from support.loopback import make_pki
-from support.ports import free_ports
+from support.ports import free_port, free_ports
 
 
 def _get(url: str, source: str = "127.0.0.1", **kw) -> httpx.Response:  # type: ignore[no-untyped-def]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,8 @@ from hdsvault.records import bulk
 from hdsvault.records.model import Caller
 from hdsvault.records.store import RecordStore
 from hdsvault.tenants.service import add_tenant
+
+from support.ports import free_port
 
 TENANT = "750712184"
 SYNTHEA = Path("/work/shared/data/synthea-r4")
@@ -117,13 +118,6 @@ def make_site(root: Path, db_url: str, repos: list[str], bundles: int = 2) -> Si
     finally:
         platform.close()
     return site
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

@@ -12,11 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.ports import free_port
 
 
 def _started(tmp_path: Path, workers: int, **env_vars: str) -> tuple[subprocess.Popen[str], int]:

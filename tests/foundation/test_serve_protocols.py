@@ -22,7 +22,7 @@ import pytest
 from hl7.client import MLLPClient
 
 from support.components import require_component
-from support.ports import free_ports
+from support.ports import free_port, free_ports
 from support.processes import children, gone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
@@ -32,12 +32,6 @@ TENANT = "750712184"
 ECHOSCU = "/usr/bin/echoscu"  # dcmtk's (pynetdicom installs a Python tool of the same name)
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def listening(port: int) -> bool:

@@ -17,7 +17,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from imaging_helpers import Dimse, Live, free_port  # noqa: E402
+from imaging_helpers import Dimse, Live  # noqa: E402
 
 from hdsvault.access.roles import Role  # noqa: E402
 from hdsvault.access.tokens import Principal  # noqa: E402
@@ -27,7 +27,7 @@ from hdsvault.imaging.store import ImagingStore  # noqa: E402
 from hdsvault.platform import Platform  # noqa: E402
 from hdsvault.records.model import Caller  # noqa: E402
 
-from support.ports import free_ports  # noqa: E402
+from support.ports import free_port, free_ports  # noqa: E402
 
 
 @pytest.fixture

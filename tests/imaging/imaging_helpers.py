@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -41,13 +40,6 @@ SAMPLES = [
     "SC_rgb_rle_2frame.dcm",
     "MR_small_implicit.dcm",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def sample(name: str) -> Path:

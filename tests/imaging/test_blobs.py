@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from imaging_helpers import free_port
 
 from hdsvault.blobs import BlobError, BlobNotFound, BlobStore
 from hdsvault.blobs.database import DatabaseBlobStore
 from hdsvault.blobs.filesystem import FilesystemBlobStore
 from hdsvault.blobs.s3 import S3BlobStore
 from hdsvault.platform import Platform
+
+from support.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from imaging_helpers import Dimse, dcmtk, free_port, sample
+from imaging_helpers import Dimse, dcmtk, sample
 from pydantic import SecretStr
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -31,6 +31,8 @@ from hdsvault.dicom import handoff
 from hdsvault.dicom.handoff import ConnectionHandOff, WorkerStartError
 from hdsvault.imaging import index as ix
 from hdsvault.platform import Platform
+
+from support.ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
 through_workers = pytest.mark.parametrize("workers", [2])

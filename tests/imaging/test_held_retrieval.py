@@ -15,7 +15,6 @@ from imaging_helpers import (
     ACCEPT,
     TENANT,
     assert_withheld,
-    free_port,
     radiologist_auth,
     rows_in,
     stow_study,
@@ -29,6 +28,8 @@ from hdsvault.db.schema import journal_entries
 from hdsvault.imaging import multipart
 from hdsvault.journal import group_commit
 from hdsvault.platform import Platform
+
+from support.ports import free_port
 
 
 def _thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -21,7 +21,6 @@ from imaging_helpers import (
     TENANT,
     alter_inline_blob,
     assert_withheld,
-    free_port,
     identity_of,
     radiologist_auth,
     rows_in,
@@ -43,6 +42,8 @@ from hdsvault.imaging.store import ImagingStore
 from hdsvault.journal import group_commit
 from hdsvault.platform import Platform
 from hdsvault.records.model import Caller
+
+from support.ports import free_port
 
 
 def test_frame_is_byte_exact() -> None:

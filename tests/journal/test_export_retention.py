@@ -17,7 +17,8 @@ from hdsvault.journal.export import export_to_siem, prune
 from hdsvault.platform import Platform
 
 from support.components import require_component
-from support.rsyslog import Rsyslogd, free_port, make_pki, missing_rsyslog
+from support.ports import free_port
+from support.rsyslog import Rsyslogd, make_pki, missing_rsyslog
 
 SEQ = re.compile(rb'log_id="([^"]+)".*?seq="(\d+)"')
 

@@ -22,11 +22,13 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from fhir_helpers import TENANT, Fhir, LiveServer, free_port, token_for  # noqa: E402
+from fhir_helpers import TENANT, Fhir, LiveServer, token_for  # noqa: E402
 
 from hdsvault.access.roles import Role  # noqa: E402
 from hdsvault.api.app import create_app  # noqa: E402
 from hdsvault.platform import Platform  # noqa: E402
+
+from support.ports import free_port  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ loopback port, for real FHIR clients (fhirpy, fhirclient).
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +21,7 @@ from fastapi.testclient import TestClient
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+
 
 from hdsvault.access.roles import Role  # noqa: E402
 from hdsvault.access.tokens import create_token  # noqa: E402
@@ -95,13 +95,6 @@ class Fhir:
             headers=self.headers(kw.pop("headers", None), kw.pop("token", None)),
             **kw,
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -19,3 +19,9 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
         for s in sockets:
             s.bind((host, 0))
         return [int(s.getsockname()[1]) for s in sockets]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One port of ``host`` free at the time of the call (several for one server:
+    :func:`free_ports`)."""
+    return free_ports(1, host)[0]

@@ -36,7 +36,8 @@ from hdsvault.journal.siem.transport import SyslogSender, TlsConfig
 
 from .test_formats import HOSTILE, parse_cef, parse_rfc5424
 from support.components import require_component
-from support.rsyslog import Pki, Rsyslogd, free_port, make_pki, missing_rsyslog, rsyslog_version
+from support.ports import free_port
+from support.rsyslog import Pki, Rsyslogd, make_pki, missing_rsyslog, rsyslog_version
 
 pytestmark = pytest.mark.timeout(120)
 
