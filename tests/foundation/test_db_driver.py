@@ -4,7 +4,7 @@ SQLAlchemy: inside its transaction, with its exceptions, on SQLite and PostgreSQ
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, bindparam, column, select, table, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from hdsvault.db import driver
@@ -111,3 +111,23 @@ def test_a_kept_read_connection_keeps_no_snapshot_and_recovers(engine: Engine) -
             assert again.execute(text("SELECT v FROM driver_probe")).scalar_one() == 1
     finally:
         reads.close()
+
+
+def test_a_compiled_core_statement_binds_by_name_on_either_dialect(engine: Engine) -> None:
+    """driver.compiled: a Core statement whose parameters are named, one of them used twice,
+    and with a literal in it (which SQLAlchemy binds as an anonymous parameter), runs through
+    the driver's cursor with its values bound as the dialect wants them (positionally on
+    SQLite, by name on PostgreSQL)."""
+    probe = table("driver_probe", column("k"), column("v"))
+    stmt = (
+        select(probe.c.k)
+        .where((probe.c.v >= bindparam("low")) | (probe.c.k == bindparam("key")))
+        .where(probe.c.v != bindparam("low") + 100)
+        .order_by(probe.c.k)
+    )
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO driver_probe VALUES ('a', 1), ('b', 5), ('c', 9)"))
+        find = driver.compiled(stmt, conn.dialect)
+        assert bool(find.order) == (conn.dialect.paramstyle == "qmark")
+        rows = driver.execute(conn, find.sql, find.params({"low": 5, "key": "a"}))
+    assert rows == [("a",), ("b",), ("c",)]

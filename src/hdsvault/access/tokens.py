@@ -128,20 +128,19 @@ revocation by another process is seen by the next one)."""
 
 
 @lru_cache(maxsize=8)
-def _lookup_sql(dialect: Dialect) -> tuple[str, bool, Callable[[Any], Any] | None]:
-    """:data:`_LOOKUP` compiled for ``dialect``: its SQL, whether its parameter is positional,
-    and how its ``expires_at`` is read (SQLite keeps a time as text). Run through the
-    driver's cursor (:mod:`hdsvault.db.driver`): SQLAlchemy's execution of it was ~6 % of the
-    server's CPU per single-instance WADO-RS request (docs/imaging.md)."""
-    compiled = _LOOKUP.compile(dialect=dialect)
+def _lookup_sql(dialect: Dialect) -> tuple[driver.Compiled, Callable[[Any], Any] | None]:
+    """:data:`_LOOKUP` compiled for ``dialect``, and how its ``expires_at`` is read (SQLite
+    keeps a time as text). Run through the driver's cursor (:mod:`hdsvault.db.driver`):
+    SQLAlchemy's execution of it was ~6 % of the server's CPU per single-instance WADO-RS
+    request (docs/imaging.md)."""
     expires = api_tokens.c.expires_at.type.dialect_impl(dialect)
-    return compiled.string, bool(compiled.positiontup), expires.result_processor(dialect, None)
+    return driver.compiled(_LOOKUP, dialect), expires.result_processor(dialect, None)
 
 
 def _token_row(conn: Connection, token_id: str) -> tuple[Any, ...] | None:
     """(secret hash, revoked at, expires at, tenant, role) of ``token_id``, if it exists."""
-    sql, positional, read_time = _lookup_sql(conn.dialect)
-    rows = driver.execute(conn, sql, [token_id] if positional else {"id": token_id})
+    lookup, read_time = _lookup_sql(conn.dialect)
+    rows = driver.execute(conn, lookup.sql, lookup.params({"id": token_id}))
     if not rows:
         return None
     *head, expires_at, tenant_id, role = rows[0]

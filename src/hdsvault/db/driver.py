@@ -15,18 +15,47 @@ raises them (``IntegrityError``, ``OperationalError``... through
 ``DBAPIError.instance``), and a connection the driver reports lost is invalidated, so that
 callers and the pool behave exactly as with ``exec_driver_sql``. What is not: result rows
 are plain tuples, and parameters go to the driver as they are (``?`` or ``%s`` markers,
-:func:`hdsvault.db.engine.marker`). For the few statements on a hot path only; everything
-else stays with SQLAlchemy Core.
+:func:`hdsvault.db.engine.marker`). A statement built with SQLAlchemy Core is compiled once
+per dialect by :func:`compiled`, which knows how its dialect wants the values bound. For the
+few statements on a hot path only; everything else stays with SQLAlchemy Core.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A Core statement compiled for one dialect: its SQL; the names of its bound parameters
+    in the order a positional dialect (SQLite's ``?``) takes them, empty for a dialect that
+    binds by name (psycopg's ``%(name)s``); and the values of the literals it was built with
+    (SQLAlchemy binds them as anonymous parameters)."""
+
+    sql: str
+    order: tuple[str, ...]
+    literals: dict[str, Any]
+
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        """``values`` (by name), with the literals, as the dialect binds them."""
+        if self.literals:
+            values = {**self.literals, **values}
+        return [values[name] for name in self.order] if self.order else values
+
+
+def compiled(statement: ClauseElement, dialect: Dialect) -> Compiled:
+    """``statement`` compiled for ``dialect``: compile once per dialect and keep it (callers
+    cache it); bind its named parameters (``bindparam``) with :meth:`Compiled.params`."""
+    done = statement.compile(dialect=dialect)
+    literals = {k: v for k, v in done.params.items() if v is not None}
+    return Compiled(done.string, tuple(getattr(done, "positiontup", None) or ()), literals)
 
 
 def execute(

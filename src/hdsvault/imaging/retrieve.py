@@ -63,9 +63,9 @@ def _ids_of(table: Table, level: str, n: int) -> Select[tuple[str]]:
 
 
 @lru_cache(maxsize=128)
-def _find_sql(dialect: Dialect, study: int, series: int, sop: int) -> tuple[str, tuple[str, ...]]:
+def _find_sql(dialect: Dialect, study: int, series: int, sop: int) -> driver.Compiled:
     """:func:`find`'s statement for that many UIDs of each level, compiled once for
-    ``dialect``: its SQL and the order of its parameters' names (empty: named parameters).
+    ``dialect`` (:func:`hdsvault.db.driver.compiled`).
 
     Why compiled here and run through the driver's cursor (:mod:`hdsvault.db.driver`): each
     retrieval's lookup through SQLAlchemy's execution (and its expanding ``IN`` parameters,
@@ -104,8 +104,7 @@ def _find_sql(dialect: Dialect, study: int, series: int, sop: int) -> tuple[str,
         stmt = stmt.where(it.series_id.in_(_ids_of(imaging_series, "series", series)))
     if sop:
         stmt = stmt.where(it.uid_token.in_([bindparam(f"instance_{i}") for i in range(sop)]))
-    compiled = stmt.compile(dialect=dialect)
-    return compiled.string, tuple(compiled.positiontup or ())
+    return driver.compiled(stmt, dialect)
 
 
 def find(
@@ -137,8 +136,8 @@ def _find(
     for level, uids in (("study", study_uids), ("series", series_uids), ("instance", sop_uids)):
         for i, uid in enumerate(uids):
             values[f"{level}_{i}"] = ix.uid_token(index, level, uid)
-    sql, order = _find_sql(conn.dialect, len(study_uids), len(series_uids), len(sop_uids))
-    rows = driver.execute(conn, sql, [values[name] for name in order] if order else values)
+    find = _find_sql(conn.dialect, len(study_uids), len(series_uids), len(sop_uids))
+    rows = driver.execute(conn, find.sql, find.params(values))
     version = rows[0][-1] if rows else None
     return [InstanceRef(*r[:-1]) for r in rows], None if version is None else int(version)
 
