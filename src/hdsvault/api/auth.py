@@ -30,15 +30,21 @@ async def get_platform(request: Request) -> Platform:
     return platform
 
 
+def bearer_token(request: Request) -> str | None:
+    """The request's bearer credential (``Authorization: Bearer ...``), if it presents one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def require_principal(
     request: Request, platform: Annotated[Platform, Depends(get_platform)]
 ) -> Principal:
     """The authenticated caller, or 401 with ``WWW-Authenticate: Bearer``."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if token is None:
         cert = (request.scope.get("extensions") or {}).get("tls", {}).get("client_cert")
-        if cert and header == "":
+        if cert and not request.headers.get("authorization", ""):
             principal = principal_from_certificate(cert, platform.settings.tls)
             if principal is not None:
                 return principal
@@ -50,7 +56,7 @@ def require_principal(
         )
     verifier: OidcVerifier | None = getattr(request.app.state, "oidc_verifier", None)
     try:
-        return authenticate_credential(platform.engine, verifier, token.strip())
+        return authenticate_credential(platform.engine, verifier, token)
     except CredentialRejected as exc:
         journal_denial(platform, request, exc.reason)
         raise HTTPException(

@@ -13,7 +13,6 @@ transcoding: ``transfer-syntax=*`` semantics), metadata as DICOM JSON, frames as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import json
 import queue
@@ -31,6 +30,7 @@ from hdsvault.access.context import current_request_meta
 from hdsvault.access.tokens import Principal
 from hdsvault.api.auth import CurrentPrincipal, require_principal
 from hdsvault.api.held_retrieval import held_retrieval
+from hdsvault.api.loop_calls import call_on, settle
 from hdsvault.imaging import multipart, queries, retrieve
 from hdsvault.imaging.attributes import Level, parse_attribute
 from hdsvault.imaging.errors import ImagingError, Kind
@@ -484,11 +484,6 @@ WADO_ROUTES = [
 """The hot path: served ahead of the router (:class:`hdsvault.api.hot_routes.HotRoutes`)."""
 
 
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 async def made_here(pieces: Iterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
     """``pieces`` made on the event loop, each just before it is sent: for a retrieval whose
     sealed blobs are all in the process caches (:func:`retrieve.held`), where making a piece
@@ -553,17 +548,13 @@ async def prefetched(
     stop = threading.Event()
     finished: asyncio.Future[None] = loop.create_future()
 
-    def signal(callback: Any, *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(callback, *args)
-
     def put(item: tuple[bytes | memoryview | None, BaseException | None]) -> bool:
         while not stop.is_set():
             try:
                 ready.put(item, timeout=0.2)
             except queue.Full:
                 continue
-            signal(wake.set)
+            call_on(loop, wake.set)
             return True
         return False
 
@@ -581,7 +572,7 @@ async def prefetched(
                 if close is not None:
                     close()
             finally:
-                signal(_settle, finished)
+                call_on(loop, settle, finished)
 
     ctx = contextvars.copy_context()
     threading.Thread(target=ctx.run, args=(produce,), name="wado-stream", daemon=True).start()

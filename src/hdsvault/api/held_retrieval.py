@@ -41,6 +41,8 @@ from starlette.requests import Request
 
 from hdsvault.access.decision import Operation
 from hdsvault.access.tokens import PREFIX, InvalidToken, Principal, authenticate
+from hdsvault.api.auth import bearer_token
+from hdsvault.api.loop_calls import call_on, settle
 from hdsvault.db.engine import KeptReadConnection, read_transaction
 from hdsvault.imaging import journaling, retrieve
 from hdsvault.imaging.errors import ImagingError
@@ -55,7 +57,6 @@ worker thread, where opening it overlaps the loop's other requests."""
 JOURNAL_WAIT_SECONDS = 30.0
 """How long a retrieval waits for its journal entry, as :meth:`Pending.wait` does."""
 
-Uids = tuple[list[str], list[str], list[str]]
 _T = TypeVar("_T")
 
 
@@ -63,13 +64,6 @@ class InThread(Protocol):
     """How the endpoint runs ``work`` in a worker thread (its pool, its request's context)."""
 
     def __call__(self, work: Callable[[], _T]) -> Awaitable[_T]: ...
-
-
-def bearer_token(request: Request) -> str | None:
-    """The request's bearer credential, as :func:`hdsvault.api.auth.require_principal` reads it."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
 
 
 @dataclass(frozen=True)
@@ -84,7 +78,7 @@ async def held_retrieval(
     request: Request,
     store: ImagingStore,
     caller_of: Callable[[Principal], Caller | None],
-    uids: Uids,
+    uids: retrieve.Uids,
     layout: retrieve.Layout,
     in_memory: int,
     in_thread: InThread,
@@ -109,7 +103,7 @@ async def held_retrieval(
                 return None
             if caller is None or not journaling.allowed(caller, Operation.READ):
                 return None
-            found = retrieve.located_held(conn, store, caller, *uids, budget=budget)
+            found = retrieve.located_held(conn, store, caller, uids, budget=budget)
         if found is None:
             return None
         try:  # while the journal's writer flushes the entry
@@ -136,16 +130,7 @@ async def journaled(pending: Pending) -> None:
     the loop once the entries are committed or failed. Raises as it does."""
     loop = asyncio.get_running_loop()
     settled: asyncio.Future[None] = loop.create_future()
-
-    def settle() -> None:
-        if not settled.done():
-            settled.set_result(None)
-
-    def wake() -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(settle)
-
-    pending.add_done_callback(wake)
+    pending.add_done_callback(lambda: call_on(loop, settle, settled))
     with contextlib.suppress(TimeoutError):  # reported by durable(), below
         async with asyncio.timeout(JOURNAL_WAIT_SECONDS):
             await settled

@@ -142,6 +142,10 @@ def _find(
     return [InstanceRef(*r[:-1]) for r in rows], None if version is None else int(version)
 
 
+Uids = tuple[Sequence[str], Sequence[str], Sequence[str]]
+"""A retrieval's study, series and SOP instance UIDs (each list narrows; an empty one does not)."""
+
+
 @dataclass(frozen=True)
 class Located:
     """What a retrieval found: the instances, the data keys, the queued journal entry (not
@@ -178,14 +182,7 @@ def _located(
 
 
 def located_held(
-    conn: Connection,
-    store: ImagingStore,
-    caller: Caller,
-    study_uids: Sequence[str],
-    series_uids: Sequence[str],
-    sop_uids: Sequence[str],
-    *,
-    budget: int,
+    conn: Connection, store: ImagingStore, caller: Caller, uids: Uids, *, budget: int
 ) -> Located | None:
     """:func:`_located` for a retrieval the caller has authorized already, on ``conn`` (in a
     read transaction), if opening it reads nothing more: instances found, at most ``budget``
@@ -194,18 +191,12 @@ def located_held(
 
     Why: an event loop can then serve the retrieval itself, without a hand-off to a worker
     thread and back (docs/imaging.md), and never waits there for a file or a lock."""
-    uids = (study_uids, series_uids, sop_uids)
     refs, keys, sealed = _lookup(conn, store, caller.tenant, uids, budget)
     if not refs or sum(r.size for r in refs) > budget:
         return None
-    for r in refs:
-        if r.blob_key not in sealed and not held(store, [r]):
-            return None
+    if any(r.blob_key not in sealed and not held(store, [r]) for r in refs):
+        return None
     return Located(refs, keys, _journaled(store, caller, refs, keys, uids, "instances"), sealed)
-
-
-Uids = tuple[Sequence[str], Sequence[str], Sequence[str]]
-"""A retrieval's study, series and SOP instance UIDs (each list narrows; an empty one does not)."""
 
 
 def _lookup(
