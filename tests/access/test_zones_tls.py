@@ -64,6 +64,13 @@ def test_each_zone_has_its_listener_and_allowlist(zoned) -> None:  # type: ignor
     m = _get(url["metrics"] + "/metrics")
     assert m.status_code == 200 and "hdsvault_http_requests_total" in m.text
     assert _get(url["metrics"] + "/api/whoami").status_code == 404
+    # DICOMweb on the clinical listener only, behind its gate and the perimeter like any
+    # route (WADO-RS is served ahead of the router: api/hot_routes.py)
+    wado = f"/dicomweb/{TENANT}/studies/1.2.3"
+    refused = _get(url["clinical"] + wado)
+    assert refused.status_code == 401 and refused.headers["x-content-type-options"] == "nosniff"
+    assert _get(url["admin"] + wado, "127.0.0.2").status_code == 404
+    assert _get(url["metrics"] + wado).status_code == 404
     # probes everywhere; the zone is journaled with refusals
     for name in ("clinical", "metrics"):
         assert _get(url[name] + "/healthz").status_code == 200

@@ -138,7 +138,7 @@ class RateLimit(BaseModel):
 ZoneName = Literal["clinical", "admin", "metrics"]
 
 DEFAULT_ZONE_PATHS: dict[str, tuple[str, ...]] = {
-    "clinical": ("/fhir", "/api", "/healthz", "/readyz"),
+    "clinical": ("/fhir", "/dicomweb", "/api", "/healthz", "/readyz"),
     "admin": ("/admin", "/healthz", "/readyz"),
     "metrics": ("/metrics", "/healthz", "/readyz"),
 }
