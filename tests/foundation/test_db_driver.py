@@ -3,12 +3,26 @@ SQLAlchemy: inside its transaction, with its exceptions, on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine, bindparam, column, select, table, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from hdsvault.db import driver
-from hdsvault.db.engine import KeptReadConnection, create_db_engine, marker, read_connection
+from hdsvault.db.engine import (
+    BUSY_TIMEOUT_SECONDS,
+    DurableConnection,
+    KeptReadConnection,
+    KeptWriteConnection,
+    create_db_engine,
+    marker,
+    read_connection,
+)
 
 
 @pytest.fixture
@@ -131,3 +145,88 @@ def test_a_compiled_core_statement_binds_by_name_on_either_dialect(engine: Engin
         assert bool(find.order) == (conn.dialect.paramstyle == "qmark")
         rows = driver.execute(conn, find.sql, find.params({"low": 5, "key": "a"}))
     assert rows == [("a",), ("b",), ("c",)]
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_db_engine(f"sqlite:///{tmp_path}/kept.db")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE driver_probe (k VARCHAR(20) PRIMARY KEY, v INTEGER)"))
+    yield engine
+    engine.dispose()
+
+
+def test_a_kept_write_connection_commits_durably_and_rolls_back(
+    sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KeptWriteConnection (the journal writer's, SQLite): a transaction's rows are visible to
+    others once the block ends, and its commit flushed the WAL before returning (invariant
+    4); one that raises leaves nothing; one the database fails is rolled back too, and the
+    connection goes on serving."""
+    flushed: list[str] = []
+    flush_wal = DurableConnection.flush_wal
+
+    def noted(self: DurableConnection) -> None:
+        flush_wal(self)
+        flushed.append(_rows_now(sqlite_engine))
+
+    monkeypatch.setattr(DurableConnection, "flush_wal", noted)
+    writes = KeptWriteConnection(sqlite_engine)
+    try:
+        with writes.transaction() as conn:
+            conn.executemany("INSERT INTO driver_probe VALUES (?, ?)", [("a", 1), ("b", 2)])
+            assert flushed == []
+        assert flushed == ["a=1,b=2"]  # the commit was visible, and flushed, before return
+        assert _rows(sqlite_engine) == [("a", 1), ("b", 2)]
+        with pytest.raises(RuntimeError), writes.transaction() as conn:
+            conn.execute("DELETE FROM driver_probe")
+            raise RuntimeError("the batch fails after its statement")
+        with pytest.raises(sqlite3.IntegrityError), writes.transaction() as conn:
+            conn.execute("INSERT INTO driver_probe VALUES ('c', 3)")
+            conn.execute("INSERT INTO driver_probe VALUES ('a', 9)")  # primary key taken
+        assert _rows(sqlite_engine) == [("a", 1), ("b", 2)]  # neither left anything
+        with writes.transaction() as conn:
+            conn.execute("INSERT INTO driver_probe VALUES ('d', 4)")
+        assert _rows(sqlite_engine)[-1] == ("d", 4)
+    finally:
+        writes.close()
+
+
+def _rows_now(engine: Engine) -> str:
+    return ",".join(f"{k}={v}" for k, v in _rows(engine))
+
+
+def test_a_kept_write_connection_waits_for_the_write_lock_and_leaves_the_pool_as_it_was(
+    sqlite_engine: Engine,
+) -> None:
+    """Another writer holding SQLite's write lock delays the kept connection's transaction
+    (polled, as every writer's BEGIN IMMEDIATE is), it does not fail it; and the kept
+    connection (busy time-out 0) never goes back to the pool: the pool's connections keep
+    the busy time-out every other statement relies on."""
+    pooled = sqlite_engine.pool.checkedin()  # type: ignore[attr-defined]
+    writes = KeptWriteConnection(sqlite_engine)
+    other = sqlite3.connect(str(sqlite_engine.url.database), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        done = threading.Event()
+
+        def write() -> None:
+            with writes.transaction() as conn:
+                conn.execute("INSERT INTO driver_probe VALUES ('w', 1)")
+            done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not done.wait(0.3)  # waits for the lock...
+        other.execute("ROLLBACK")
+        assert done.wait(10)  # ...and takes it once free
+        writer.join()
+        writes.close()
+        with contextlib.ExitStack() as stack:  # every connection the pool holds, and one more
+            conns = [stack.enter_context(read_connection(sqlite_engine)) for _ in range(pooled + 1)]
+            timeouts = {c.exec_driver_sql("PRAGMA busy_timeout").scalar_one() for c in conns}
+        assert timeouts == {BUSY_TIMEOUT_SECONDS * 1000}
+        assert _rows(sqlite_engine) == [("w", 1)]
+    finally:
+        other.close()
+        writes.close()

@@ -17,7 +17,6 @@ from sqlalchemy.exc import OperationalError
 
 from hdsvault.blobs import BlobError, BlobInfo, BlobStore, open_blob_store
 from hdsvault.blobs.base import Payload
-from hdsvault.db.engine import is_sqlite, marker
 from hdsvault.db.schema import imaging_instances, journal_entries
 from hdsvault.imaging import retrieve, sealing
 from hdsvault.imaging.errors import ImagingError, Kind
@@ -120,12 +119,13 @@ def test_a_failed_transaction_leaves_no_blob(
         store.close()
 
 
-def _failing_insert(conn: Any) -> str:
-    """A statement with the journal insert's parameters that the database itself fails: on
-    SQLite an unknown table; on PostgreSQL the session's own end (the connection lost in the
-    middle of the transaction, the most common storage failure there)."""
-    values = ", ".join([marker(conn)] * len(journal_store.ENTRY_COLUMNS))
-    if is_sqlite(conn.engine):
+def _failing_insert(mark: str) -> str:
+    """A statement with the journal insert's parameters (``mark``: the driver's marker) that
+    the database itself fails: on SQLite an unknown table; on PostgreSQL the session's own end
+    (the connection lost in the middle of the transaction, the most common storage failure
+    there)."""
+    values = ", ".join([mark] * len(journal_store.ENTRY_COLUMNS))
+    if mark == "?":  # sqlite3
         return f"INSERT INTO no_such_table VALUES ({values})"
     return f"SELECT pg_terminate_backend(pg_backend_pid()) FROM (VALUES ({values})) AS v"
 

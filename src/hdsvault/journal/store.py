@@ -12,6 +12,7 @@ straight from the stored columns (same bytes as :meth:`JournalEntry.canonical_by
 
 from __future__ import annotations
 
+import sqlite3
 from binascii import b2a_base64
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -67,15 +68,14 @@ def _pg_time(t: datetime) -> datetime:
     return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def row_builder(conn: Connection) -> RowBuilder:
-    """The function turning an entry into its ``ENTRY_COLUMNS`` tuple for ``conn``'s dialect.
+def row_builder(conn: Connection | sqlite3.Connection) -> RowBuilder:
+    """The function turning an entry into its ``ENTRY_COLUMNS`` tuple for ``conn``'s dialect
+    (a driver's own SQLite connection: SQLite's).
 
     Chosen once per batch: appends are the hottest path of the platform (every read of health
     data makes one), so the per-entry work is a single tuple expression.
     """
-    stored_time: Callable[[datetime], Any] = (
-        _sqlite_time if conn.dialect.name == "sqlite" else _pg_time
-    )
+    stored_time: Callable[[datetime], Any] = _sqlite_time if _on_sqlite(conn) else _pg_time
 
     def build(e: JournalEntry) -> tuple[Any, ...]:
         return (
@@ -102,22 +102,34 @@ def row_builder(conn: Connection) -> RowBuilder:
     return build
 
 
-def _insert_sql(conn: Connection) -> str:
+def _on_sqlite(conn: Connection | sqlite3.Connection) -> bool:
+    return isinstance(conn, sqlite3.Connection) or conn.dialect.name == "sqlite"
+
+
+def _insert_sql(mark: str) -> str:
     return (
         f"INSERT INTO journal_entries ({', '.join(ENTRY_COLUMNS)}) "  # noqa: S608 (constants)
-        f"VALUES ({', '.join([marker(conn)] * len(ENTRY_COLUMNS))})"
+        f"VALUES ({', '.join([mark] * len(ENTRY_COLUMNS))})"
     )
+
+
+_SQLITE_INSERT = _insert_sql("?")
 
 
 def append(conn: Connection, entry: JournalEntry) -> None:
     """Record ``entry`` in the current transaction of ``conn``."""
-    conn.exec_driver_sql(_insert_sql(conn), row_builder(conn)(entry))
+    conn.exec_driver_sql(_insert_sql(marker(conn)), row_builder(conn)(entry))
 
 
-def append_many(conn: Connection, entries: Iterable[JournalEntry]) -> int:
-    """Record several entries in one statement (batch importers, group commit)."""
+def append_many(conn: Connection | sqlite3.Connection, entries: Iterable[JournalEntry]) -> int:
+    """Record several entries in one statement (batch importers, group commit), in the current
+    transaction of ``conn``: SQLAlchemy's, or the driver's own SQLite connection's (the group
+    commit's writer, :class:`hdsvault.db.engine.KeptWriteConnection`)."""
     rows = list(map(row_builder(conn), entries))
-    driver.execute_many(conn, _insert_sql(conn), rows)
+    if isinstance(conn, sqlite3.Connection):
+        conn.executemany(_SQLITE_INSERT, rows)
+    else:
+        driver.execute_many(conn, _insert_sql(marker(conn)), rows)
     return len(rows)
 
 
