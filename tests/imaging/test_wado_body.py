@@ -513,3 +513,21 @@ def test_a_retrieval_is_journaled_with_its_request(platform: Platform, tenant: s
         ).all()
     assert rows, "the retrieval's journal entry lost its request"
     assert all(r.source_address for r in rows)
+
+
+def test_the_application_closes_its_imaging_store_at_shutdown(
+    platform: Platform, tenant: str
+) -> None:
+    """The imaging store the first DICOMweb request made (its blob-put threads, its blob
+    store) is closed with the application, not left to the process's exit."""
+    app = create_app(platform)
+    auth = radiologist_auth(platform, tenant)
+    _study, files = study_files(2)
+    with TestClient(app) as client:
+        stow_study(client, auth, files)
+        store: ImagingStore = app.state.imaging_store
+        threads = list(store.pool._threads)  # the store's own blob-put threads
+        assert threads and all(t.is_alive() for t in threads)
+    with pytest.raises(RuntimeError):  # shut down
+        store.pool.submit(lambda: None)
+    assert not any(t.is_alive() for t in threads)

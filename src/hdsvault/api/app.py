@@ -78,6 +78,9 @@ def create_app(
                 task.stop()
             if app.state.loop_reads is not None:
                 app.state.loop_reads.close()
+            imaging = getattr(app.state, "imaging_store", None)  # made by the first request
+            if imaging is not None:
+                imaging.close()  # its blob-put threads and blob store, before the platform
             platform.close()
 
     app = FastAPI(
