@@ -290,7 +290,7 @@ def test_a_small_retrieval_is_read_while_journaled_and_released_only_after(
 
     journal = platform.durable_journal()
     monkeypatch.setattr(retrieve, "read_into", read_then_note)
-    monkeypatch.setattr(journal, "submit", lambda entries: SlowFailingCommit())
+    monkeypatch.setattr(journal, "submit", lambda entries, wake=True: SlowFailingCommit())
     with pytest.raises(ImagingError) as refused:
         opened(imaging, caller, [study])
     assert refused.value.kind is Kind.UNAVAILABLE

@@ -181,3 +181,40 @@ def test_done_callbacks_run_once_whenever_they_are_added(
         release.set()
         writer.close()
     assert count(platform) == 2
+
+
+def test_entries_queued_without_waking_wait_for_the_wake_and_share_its_commit(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``submit(..., wake=False)`` (an event loop queuing the entries of the requests it has
+    ready): the idle writer is not woken by them; one ``wake()`` commits them all, in one
+    transaction (one batch for every caller)."""
+    monkeypatch.setattr(group_commit, "UNWOKEN_LIMIT", 5.0)  # no backstop during the test
+    writer = GroupCommitJournal(platform.engine)
+    try:
+        writer.record(read_entry(50))  # the writer is idle after this
+        first = writer.submit([read_entry(51)], wake=False)
+        second = writer.submit([read_entry(52), read_entry(53)], wake=False)
+        assert second is first  # one batch
+        assert not first.done.wait(0.3)  # not woken: not committed
+        assert count(platform) == 1
+        writer.wake()
+        first.wait(5)
+        assert count(platform) == 4
+        writer.wake()  # nothing queued: nothing happens
+        writer.record(read_entry(54))  # a woken submission still commits at once
+        assert count(platform) == 5
+    finally:
+        writer.close()
+
+
+def test_entries_never_woken_are_committed_after_the_limit(platform: Platform) -> None:
+    """A wake-up the caller never makes costs a delay (UNWOKEN_LIMIT), not a reader's
+    time-out: the writer looks at the open batch that often."""
+    writer = GroupCommitJournal(platform.engine)
+    try:
+        pending = writer.submit([read_entry(60)], wake=False)
+        pending.wait(5)
+        assert count(platform) == 1
+    finally:
+        writer.close()

@@ -42,7 +42,7 @@ from starlette.requests import Request
 from hdsvault.access.decision import Operation
 from hdsvault.access.tokens import PREFIX, InvalidToken, Principal, authenticate
 from hdsvault.api.auth import bearer_token
-from hdsvault.api.loop_calls import call_on, settle
+from hdsvault.api.loop_calls import IdleWake, call_on, settle
 from hdsvault.db.engine import KeptReadConnection, read_transaction
 from hdsvault.imaging import journaling, retrieve
 from hdsvault.imaging.errors import ImagingError
@@ -103,7 +103,7 @@ async def held_retrieval(
                 return None
             if caller is None or not journaling.allowed(caller, Operation.READ):
                 return None
-            found = retrieve.located_held(conn, store, caller, uids, budget=budget)
+            found = retrieve.located_held(conn, store, caller, uids, budget=budget, wake=False)
         if found is None:
             return None
         try:  # while the journal's writer flushes the entry
@@ -119,10 +119,22 @@ async def held_retrieval(
         done = await in_thread(lambda: opened(read_transaction(store.engine), in_memory))
     if done is None:
         return None
+    idle_wake(request, store).ask()  # the writer, once the loop's ready requests queued theirs
     await journaled(done.found.pending)
     if done.failure is not None:
         raise done.failure
     return done.caller, retrieve.Retrieval(done.found.refs, done.found.keys, done.body)
+
+
+def idle_wake(request: Request, store: ImagingStore) -> IdleWake:
+    """The application's :class:`IdleWake` of the journal's writer, made on first use on the
+    loop that serves it (again if another loop serves it later: a test client's)."""
+    state = request.app.state
+    loop = asyncio.get_running_loop()
+    wake: IdleWake | None = getattr(state, "journal_idle_wake", None)
+    if wake is None or wake.loop is not loop:
+        wake = state.journal_idle_wake = IdleWake(loop, store.platform.durable_journal().wake)
+    return wake
 
 
 async def journaled(pending: Pending) -> None:

@@ -182,7 +182,13 @@ def _located(
 
 
 def located_held(
-    conn: Connection, store: ImagingStore, caller: Caller, uids: Uids, *, budget: int
+    conn: Connection,
+    store: ImagingStore,
+    caller: Caller,
+    uids: Uids,
+    *,
+    budget: int,
+    wake: bool = True,
 ) -> Located | None:
     """:func:`_located` for a retrieval the caller has authorized already, on ``conn`` (in a
     read transaction), if opening it reads nothing more: instances found, at most ``budget``
@@ -190,13 +196,16 @@ def located_held(
     None otherwise, with nothing journaled: take :func:`retrieve`.
 
     Why: an event loop can then serve the retrieval itself, without a hand-off to a worker
-    thread and back (docs/imaging.md), and never waits there for a file or a lock."""
+    thread and back (docs/imaging.md), and never waits there for a file or a lock.
+    ``wake`` false: the entries are queued without waking the journal's writer, which the
+    caller wakes once it has nothing else ready (:func:`_journaled`)."""
     refs, keys, sealed = _lookup(conn, store, caller.tenant, uids, budget)
     if not refs or sum(r.size for r in refs) > budget:
         return None
     if any(r.blob_key not in sealed and not held(store, [r]) for r in refs):
         return None
-    return Located(refs, keys, _journaled(store, caller, refs, keys, uids, "instances"), sealed)
+    pending = _journaled(store, caller, refs, keys, uids, "instances", wake=wake)
+    return Located(refs, keys, pending, sealed)
 
 
 def _lookup(
@@ -219,9 +228,12 @@ def _journaled(
     keys: DataKeys,
     uids: Uids,
     what: str,
+    *,
+    wake: bool = True,
 ) -> Pending:
     """Queue the retrieval's journal entries (group commit: one flush shared with the other
-    reads of the moment)."""
+    reads of the moment); ``wake`` false: the caller wakes the journal's writer itself
+    (:meth:`GroupCommitJournal.submit`)."""
     study_uids, series_uids, sop_uids = uids
     detail = journaling.seal_detail(
         keys,
@@ -244,7 +256,7 @@ def _journaled(
         caller, journaling.RETRIEVE, touched, outcome=outcome, detail=detail
     )
     try:
-        return store.platform.durable_journal().submit(entries)
+        return store.platform.durable_journal().submit(entries, wake=wake)
     except JournalUnavailable as exc:
         raise ImagingError(Kind.UNAVAILABLE, str(exc)[:300]) from None
 

@@ -19,6 +19,7 @@ Writes do not come here: their entry must commit in the write's own transaction
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -37,13 +38,22 @@ class JournalUnavailable(RuntimeError):
     did not finish in time. A read that gets this must not return its data (invariant 2)."""
 
 
+UNWOKEN_LIMIT = 0.05
+"""Seconds entries queued without waking the writer (``submit(..., wake=False)``) wait at most
+for the caller's :meth:`GroupCommitJournal.wake`: the writer looks at the open batch this
+often even when nobody wakes it, so that a wake-up never made costs a delay, not a reader's
+time-out."""
+
+
 class _Batch:
     """Entries committed together, and how their callers learn the outcome."""
 
-    __slots__ = ("_callbacks", "_lock", "done", "entries", "error")
+    __slots__ = ("_callbacks", "_lock", "done", "entries", "error", "since", "woken")
 
     def __init__(self) -> None:
         self.entries: list[JournalEntry] = []
+        self.woken = False  # a caller asked for the commit (else: UNWOKEN_LIMIT after since)
+        self.since = 0.0  # when the first entry came (time.monotonic)
         self.done = threading.Event()
         self.error: BaseException | None = None
         self._lock = threading.Lock()
@@ -105,12 +115,18 @@ class GroupCommitJournal:
         """Return once ``entry`` is committed durably; else :class:`JournalUnavailable`."""
         self.submit((entry,)).wait(timeout)
 
-    def submit(self, entries: Sequence[JournalEntry]) -> Pending:
+    def submit(self, entries: Sequence[JournalEntry], *, wake: bool = True) -> Pending:
         """Queue ``entries`` for the next commit (all in the same one) and return at once.
 
         Why: a retrieval can read and decrypt its files while its trace is being flushed,
         and send them only after ``wait()`` returned (invariant 2 holds: nothing leaves
         before the entry is durable); the flush no longer adds to the response time.
+
+        ``wake`` false: the writer is not woken for them; the caller calls :meth:`wake` once
+        it has queued what it will queue soon (an event loop, once it has nothing else ready:
+        :class:`hdsvault.api.loop_calls.IdleWake`), so that one commit and one flush carry
+        them all. A writer busy committing takes them when it is done, woken or not; one
+        never woken takes them after :data:`UNWOKEN_LIMIT`.
         """
         if not entries:
             raise ValueError("nothing to journal")
@@ -118,11 +134,21 @@ class GroupCommitJournal:
             if self._closed:
                 raise JournalUnavailable("the journal writer is closed")
             batch = self._open
-            first = not batch.entries
+            if not batch.entries:
+                batch.since = time.monotonic()
             batch.entries.extend(entries)
-            if first:
+            if wake and not batch.woken:
+                batch.woken = True
                 self._arrived.notify()
         return batch
+
+    def wake(self) -> None:
+        """Commit what is queued (:meth:`submit` with ``wake`` false) without waiting more."""
+        with self._lock:
+            batch = self._open
+            if batch.entries and not batch.woken:
+                batch.woken = True
+                self._arrived.notify()
 
     def close(self) -> None:
         """Commit what is waiting, then stop the writer thread."""
@@ -133,11 +159,19 @@ class GroupCommitJournal:
             self._arrived.notify()
         self._thread.join(timeout=30)
 
-    def _take(self) -> _Batch | None:
-        """Wait for entries, then hand over the open batch and open a new one."""
+    def _take(self, committed: bool) -> _Batch | None:
+        """Hand over the open batch and open a new one, once it holds entries to commit: at
+        once after a commit (``committed``: what arrived meanwhile), else once woken or
+        queued :data:`UNWOKEN_LIMIT` ago."""
         with self._lock:
-            while not self._open.entries and not self._closed:
-                self._arrived.wait()
+            while not self._closed:
+                batch = self._open
+                if batch.entries and (
+                    committed or batch.woken or time.monotonic() - batch.since >= UNWOKEN_LIMIT
+                ):
+                    break
+                committed = False
+                self._arrived.wait(UNWOKEN_LIMIT)
             batch = self._open
             if not batch.entries:
                 return None  # closed, nothing left to commit
@@ -154,7 +188,9 @@ class GroupCommitJournal:
         commit fails its own callers only.
         """
         try:
-            while (batch := self._take()) is not None:
+            committed = False
+            while (batch := self._take(committed)) is not None:
+                committed = True
                 try:
                     self._commit(batch.entries)
                 except BaseException as exc:  # every waiter of the batch learns it failed
