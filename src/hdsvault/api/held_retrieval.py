@@ -94,6 +94,10 @@ async def held_retrieval(
     if token is None or not token.startswith(PREFIX):
         return None
     reads: KeptReadConnection | None = getattr(request.app.state, "loop_reads", None)
+    # One instance (what viewers ask, many at a time): its entry waits for the loop's other
+    # ready requests, to share their commit (IdleWake). A study or a series: the writer is
+    # woken at once, its flush running while the instances are decrypted (longer than it).
+    wake_now = not uids[2]
 
     def opened(transaction: ContextManager[Connection], budget: int) -> _Opened | None:
         with transaction as conn:
@@ -103,7 +107,7 @@ async def held_retrieval(
                 return None
             if caller is None or not journaling.allowed(caller, Operation.READ):
                 return None
-            found = retrieve.located_held(conn, store, caller, uids, budget=budget, wake=False)
+            found = retrieve.located_held(conn, store, caller, uids, budget=budget, wake=wake_now)
         if found is None:
             return None
         try:  # while the journal's writer flushes the entry
@@ -119,7 +123,8 @@ async def held_retrieval(
         done = await in_thread(lambda: opened(read_transaction(store.engine), in_memory))
     if done is None:
         return None
-    idle_wake(request, store).ask()  # the writer, once the loop's ready requests queued theirs
+    if not wake_now:
+        idle_wake(request, store).ask()  # the writer, once the loop's ready requests queued theirs
     await journaled(done.found.pending)
     if done.failure is not None:
         raise done.failure
