@@ -166,12 +166,11 @@ class GroupCommitJournal:
         with self._lock:
             while not self._closed:
                 batch = self._open
-                if batch.entries and (
-                    committed or batch.woken or time.monotonic() - batch.since >= UNWOKEN_LIMIT
-                ):
+                left = batch.since + UNWOKEN_LIMIT - time.monotonic()
+                if batch.entries and (committed or batch.woken or left <= 0):
                     break
                 committed = False
-                self._arrived.wait(UNWOKEN_LIMIT)
+                self._arrived.wait(left if batch.entries else UNWOKEN_LIMIT)
             batch = self._open
             if not batch.entries:
                 return None  # closed, nothing left to commit
