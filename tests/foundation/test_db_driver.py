@@ -163,12 +163,12 @@ def test_a_kept_write_connection_commits_durably_and_rolls_back(
     others once the block ends, and its commit flushed the WAL before returning (invariant
     4); one that raises leaves nothing; one the database fails is rolled back too, and the
     connection goes on serving."""
-    flushed: list[str] = []
+    flushed: list[list[tuple[str, int]]] = []
     flush_wal = DurableConnection.flush_wal
 
     def noted(self: DurableConnection) -> None:
         flush_wal(self)
-        flushed.append(_rows_now(sqlite_engine))
+        flushed.append(_rows(sqlite_engine))
 
     monkeypatch.setattr(DurableConnection, "flush_wal", noted)
     writes = KeptWriteConnection(sqlite_engine)
@@ -176,7 +176,7 @@ def test_a_kept_write_connection_commits_durably_and_rolls_back(
         with writes.transaction() as conn:
             conn.executemany("INSERT INTO driver_probe VALUES (?, ?)", [("a", 1), ("b", 2)])
             assert flushed == []
-        assert flushed == ["a=1,b=2"]  # the commit was visible, and flushed, before return
+        assert flushed == [[("a", 1), ("b", 2)]]  # visible, and flushed, before the return
         assert _rows(sqlite_engine) == [("a", 1), ("b", 2)]
         with pytest.raises(RuntimeError), writes.transaction() as conn:
             conn.execute("DELETE FROM driver_probe")
@@ -190,10 +190,6 @@ def test_a_kept_write_connection_commits_durably_and_rolls_back(
         assert _rows(sqlite_engine)[-1] == ("d", 4)
     finally:
         writes.close()
-
-
-def _rows_now(engine: Engine) -> str:
-    return ",".join(f"{k}={v}" for k, v in _rows(engine))
 
 
 def test_a_kept_write_connection_waits_for_the_write_lock_and_leaves_the_pool_as_it_was(

@@ -6,6 +6,8 @@ retrievals of one instance (what viewers ask most) that was ~15 % of the server'
 request (1.16-1.20 -> 0.98-1.03 ms, docs/imaging.md). Served here,
 the loop does the lookup and the decryption, and waits for the journal's flush without any
 thread blocked in it: the journal's writer wakes the loop (:meth:`Pending.add_done_callback`).
+A single instance's entry is queued without waking the writer, which the loop wakes once it
+has nothing else ready (:class:`IdleWake`), so that the requests it had ready share a flush.
 
 When: only when nothing on the way can wait on a file, a lock or the network, so that the
 loop's other requests are held for the CPU work alone (at most ~1-2 ms, :data:`LOOP_BODY`):
