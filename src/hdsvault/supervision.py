@@ -42,6 +42,11 @@ SETTINGS = b"S"
 """Listener -> worker, first message: the settings as JSON."""
 READY = b"R"
 """Worker -> listener: serving."""
+CONNECTION = b"C"
+"""Listener -> worker: an accepted connection, its descriptor attached (what follows the byte
+is the listener's own, e.g. which of its sockets accepted it)."""
+ENDED = b"E"
+"""Worker -> listener: a handed connection ended (what follows the byte is the listener's own)."""
 
 MESSAGE_MAX = 1 << 20
 START_WAIT = 120.0
@@ -51,6 +56,8 @@ STOP_WAIT = 30.0
 RESPAWN_MAX = 30.0
 HEALTHY_AFTER = 60.0
 """A worker that ran this long is started again at once if it exits (its delay starts over)."""
+HAND_WAIT = 30.0
+"""Seconds an accepted connection waits for a ready worker before it is closed."""
 
 
 class WorkerStartError(RuntimeError):
@@ -198,6 +205,63 @@ class WorkerPool:
             worker.stop()
         for worker in self.workers:
             worker.wait(STOP_WAIT)
+
+    def hand(self, conn: socket.socket, message: bytes) -> bool:
+        """Send ``message`` with ``conn``'s descriptor to the ready worker with the fewest
+        connections open (counted up here, down by :meth:`ended`), waiting up to
+        :data:`HAND_WAIT` for one to be ready. False: none took it (the caller closes it)."""
+        deadline = time.monotonic() + HAND_WAIT
+        while True:
+            with self.cond:
+                while True:
+                    ready = [w for w in self.workers if w.ready]
+                    if ready or self.stopping:
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.cond.wait(left)
+                if not ready:
+                    if not self.stopping:
+                        log.error(f"{self.name}.no-worker", waited=HAND_WAIT)
+                    return False
+                worker = min(ready, key=lambda w: w.open)
+                worker.open += 1
+            if worker.send(message, [conn.fileno()]):
+                return True
+            with self.cond:  # its control socket is gone: its reader sees the exit
+                worker.open -= 1
+                worker.ready = False
+
+    def ended(self, worker: Worker) -> None:
+        """A connection handed to ``worker`` ended (it said so with :data:`ENDED`)."""
+        with self.cond:
+            worker.open = max(0, worker.open - 1)
+
+    def stop_accepting(self, listeners: Sequence[socket.socket]) -> None:
+        """End :meth:`accept` on each of ``listeners`` (the sockets stay open: their owner
+        closes them), before :meth:`stop`."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        for listener in listeners:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+
+    def accept(self, listener: socket.socket, message: bytes) -> None:
+        """Accept on ``listener`` and hand each connection on (:meth:`hand`) until the pool
+        stops (a thread's target; :meth:`stop` after shutting ``listener`` down ends it)."""
+        while True:
+            try:
+                conn, _peer = listener.accept()
+            except OSError as exc:
+                if self.stopping:
+                    return
+                log.warning(f"{self.name}.accept-failed", error=str(exc)[:200])
+                time.sleep(0.1)  # e.g. out of descriptors: let connections end
+                continue
+            with conn:
+                self.hand(conn, message)
 
     def reported(self, worker: Worker, msg: bytes) -> None:
         kind, body = msg[:1], msg[1:]

@@ -4,6 +4,7 @@ it. Real processes, real TLS (a test CA), real signals."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,14 +133,85 @@ def test_zones_and_tls_are_served_by_two_worker_processes(served: Served) -> Non
         httpx.get(served.clinical + "/healthz", verify=ctx)
     text = httpx.get(served.metrics + "/metrics").text
     assert "hdsvault_http_requests_total" in text
-    # both workers accept on the listening sockets (the parent only binds them)
+    # the parent accepts: no worker holds a listening socket
+    listening = _tcp_inodes(lambda local, _remote, state: state == "0A")
     for pid in workers:
-        inodes = {
-            os.readlink(f"/proc/{pid}/fd/{fd}")
-            for fd in os.listdir(f"/proc/{pid}/fd")
-            if os.path.exists(f"/proc/{pid}/fd/{fd}")
-        }
-        assert sum(i.startswith("socket:") for i in inodes) >= 2
+        assert not _socket_inodes(pid) & listening
+
+
+def _tcp_inodes(keep: Callable[[int, int, str], bool]) -> set[str]:
+    """Inodes of this host's IPv4 TCP sockets for which ``keep(local port, remote port,
+    state)`` (``/proc/net/tcp``; state ``0A`` listens, ``01`` is established)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+        if keep(local, remote, fields[3]):
+            found.add(fields[9])
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                found.add(link[8:-1])
+    return found
+
+
+def _worker_of(served: Served, sock: socket.socket) -> int:
+    """The worker process serving the server side of ``sock`` (a client connection)."""
+    port, mine = int(served.metrics.rsplit(":", 1)[1]), sock.getsockname()[1]
+    inodes = _tcp_inodes(lambda local, remote, state: (local, remote, state) == (port, mine, "01"))
+    owners = [pid for pid in _workers(served.proc.pid) if _socket_inodes(pid) & inodes]
+    assert len(owners) == 1, owners
+    return owners[0]
+
+
+def _connected(served: Served) -> socket.socket:
+    """A kept-alive connection to the metrics zone, once it has been answered."""
+    sock = socket.create_connection(("127.0.0.1", int(served.metrics.rsplit(":", 1)[1])))
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: hdsvault\r\n\r\n")
+    sock.settimeout(10)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the answer"
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200"), got[:100]
+    return sock
+
+
+def test_connections_go_to_the_worker_with_the_fewest_open(served: Served) -> None:
+    """A viewer's connections, opened one after another on a quiet server, are shared by the
+    workers (the kernel gave them all to one process: api/workers.py); a worker whose
+    connections end gets the next ones."""
+    socks = [_connected(served) for _ in range(4)]
+    try:
+        owners = [_worker_of(served, s) for s in socks]
+        assert sorted(Counter(owners).values()) == [2, 2], owners
+        freed = owners[0]
+        for sock, owner in zip(socks, owners, strict=True):
+            if owner == freed:
+                sock.close()
+        socks = [s for s, o in zip(socks, owners, strict=True) if o != freed]
+
+        def next_goes_to_freed() -> bool:  # once its ends were reported
+            sock = _connected(served)
+            if _worker_of(served, sock) == freed:
+                socks.append(sock)
+                return True
+            sock.close()  # its end reported too: the counts are as before
+            return False
+
+        _until(next_goes_to_freed, 20)
+        socks.append(_connected(served))
+        assert _worker_of(served, socks[-1]) == freed  # 1 against 2
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_secrets_reach_the_workers_through_the_socket_only(served: Served) -> None:

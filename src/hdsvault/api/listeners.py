@@ -32,7 +32,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
@@ -81,6 +81,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     header_timeout: float = 10.0
     head_limit: int = 64 * 1024
+    on_lost: Callable[[], None] | None = None
+    """Called once the connection is lost (one another process handed: its end reported)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -122,6 +124,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         super().connection_lost(exc)
+        if self.on_lost is not None:
+            self.on_lost()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -234,6 +238,22 @@ def plan(settings: Settings, host: str | None = None, port: int | None = None) -
     ]
 
 
+Ended = Callable[[], None]
+"""Called once as a connection handed by another process ends (:meth:`ListenerGroup.take`)."""
+
+
+class _Once:
+    """``ended()`` at most once, whichever of the protocol and the handshake sees the end."""
+
+    def __init__(self, ended: Ended) -> None:
+        self._ended: Ended | None = ended
+
+    def __call__(self) -> None:
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended()
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to :class:`ListenerGroup`."""
 
@@ -253,6 +273,9 @@ class ListenerGroup:
             for i, listener in enumerate(listeners)
         ]
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handed: Ended | None = None
+        self._connecting: set[asyncio.Future[None]] = set()  # TLS handshakes of handed ones
 
     def _config(self, app: ASGIApp, listener: Listener, *, primary: bool) -> uvicorn.Config:
         p: PerimeterSettings = self.settings.perimeter
@@ -276,30 +299,65 @@ class ListenerGroup:
             **extra,
         )
 
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        """Run every server until :meth:`stop` (or SIGINT/SIGTERM in the main thread), on
-        ``sockets`` (bound already, one per listener: an HTTP worker process's) or binding
-        its own."""
-        loop = asyncio.get_running_loop()
+    async def serve(self, handed: Ended | None = None) -> None:
+        """Run every server until :meth:`stop` (or SIGINT/SIGTERM in the main thread),
+        binding its own sockets; with ``handed``, none: it serves the connections another
+        process accepted (:meth:`take`, an HTTP worker process's) and calls ``handed()`` as
+        each one ends."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._handed = handed
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop)
-        bound: list[list[socket.socket] | None] = (
-            [[sock] for sock in sockets] if sockets is not None else [None] * len(self.servers)
-        )
-        if len(bound) != len(self.servers):
-            raise ValueError(f"{len(bound)} sockets for {len(self.servers)} listeners")
+        bound: list[socket.socket] | None = [] if handed is not None else None
         primary, *others = self.servers
-        task = asyncio.create_task(primary.serve(sockets=bound[0]))
+        task = asyncio.create_task(primary.serve(sockets=bound))
         while not primary.started and not task.done():
             await asyncio.sleep(0.02)  # lifespan (journal sequencer, access control) first
         if task.done():
             await task
             return
-        await asyncio.gather(
-            task, *(s.serve(sockets=b) for s, b in zip(others, bound[1:], strict=True))
-        )
+        await asyncio.gather(task, *(s.serve(sockets=bound) for s in others))
         log.info("listeners.stopped", listeners=len(self.servers))
+
+    def take(self, index: int, sock: socket.socket) -> None:
+        """Serve ``sock``, accepted by another process on listener ``index``, as that
+        listener's server would have (its TLS, zone gate and limits); from any thread. Its
+        end is reported once (``handed()``), whether served, refused or never made."""
+        loop, handed = self._loop, self._handed
+        if loop is None or handed is None:
+            sock.close()
+            return
+        if 0 <= index < len(self.servers):
+            with contextlib.suppress(RuntimeError):  # the loop is closed: we are stopping
+                loop.call_soon_threadsafe(self._serve_handed, index, sock, _Once(handed))
+                return
+        sock.close()
+        handed()
+
+    def _serve_handed(self, index: int, sock: socket.socket, ended: _Once) -> None:
+        server, loop = self.servers[index], self._loop
+        assert loop is not None
+        config = server.config
+
+        def protocol() -> asyncio.Protocol:
+            made = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=server.server_state, app_state=server.lifespan.state
+            )
+            assert isinstance(made, GuardedHttpToolsProtocol)  # ListenerGroup's own (_config)
+            made.on_lost = ended
+            return made
+
+        async def connect() -> None:
+            try:
+                await loop.connect_accepted_socket(protocol, sock, ssl=config.ssl)
+            except Exception as exc:  # e.g. a failed TLS handshake: never made
+                log.debug("listener.handed-connection-failed", error=str(exc)[:200])
+                sock.close()
+                ended()
+
+        self._connecting.add(task := asyncio.ensure_future(connect()))
+        task.add_done_callback(self._connecting.discard)
 
     def stop(self) -> None:
         for server in self.servers:
@@ -309,14 +367,10 @@ class ListenerGroup:
     def started(self) -> bool:
         return all(s.started for s in self.servers)
 
-    def start_in_thread(
-        self, timeout: float = 20.0, sockets: list[socket.socket] | None = None
-    ) -> None:
+    def start_in_thread(self, timeout: float = 20.0, handed: Ended | None = None) -> None:
         """Serve from a background thread (tests, embedding, HTTP worker processes); returns
-        once all listen."""
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self.serve(sockets)), daemon=True
-        )
+        once all serve."""
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve(handed)), daemon=True)
         self._thread.start()
         end = time.monotonic() + timeout
         while not self.started:

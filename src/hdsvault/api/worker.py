@@ -1,17 +1,20 @@
-"""An HTTP worker process: serves the listening sockets it inherited.
+"""An HTTP worker process: serves the connections the listening process hands it.
 
 Started by :class:`hdsvault.api.workers.HttpWorkers` as
-``python -m hdsvault.api.worker CONTROL_FD LIMITS_FD LISTEN_FD...`` (the perimeter's shared
-state, :mod:`hdsvault.api.shared_limits`, then the listening descriptors in the order of
-:func:`hdsvault.api.listeners.plan`). It reads its settings from the control socket
-(:mod:`hdsvault.supervision`), opens its own platform, and serves the application on every
-listener, as the single-process ``hdsvault serve`` does. It stops when the control socket
-closes (the parent stops, or died: a worker never outlives it) or on SIGTERM; SIGINT is left
-to the parent, which stops its workers itself.
+``python -m hdsvault.api.worker CONTROL_FD LIMITS_FD`` (the perimeter's shared state,
+:mod:`hdsvault.api.shared_limits`). It reads its settings from the control socket
+(:mod:`hdsvault.supervision`), opens its own platform, and serves each connection it is
+sent (:data:`~hdsvault.supervision.CONNECTION`, then the index of the listener that accepted
+it in the order of :func:`hdsvault.api.listeners.plan`, the descriptor attached) as the
+single-process ``hdsvault serve`` serves that listener's; it reports each one's end
+(:data:`~hdsvault.supervision.ENDED`). It stops when the control socket closes (the parent
+stops, or died: a worker never outlives it) or on SIGTERM; SIGINT is left to the parent,
+which stops its workers itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -28,29 +31,38 @@ log = structlog.get_logger("hdsvault.http")
 
 
 def serve(settings: Settings, control: socket.socket, args: list[str]) -> int:
-    """Serve until the control socket closes; the exit status. ``args``: the shared perimeter
-    state's descriptor, then the listening sockets'."""
+    """Serve handed connections until the control socket closes; the exit status. ``args``:
+    the shared perimeter state's descriptor."""
     from hdsvault.api.app import create_app
     from hdsvault.api.listeners import ListenerGroup, plan
     from hdsvault.api.shared_limits import SharedLimits
     from hdsvault.platform import Platform
 
     limits = SharedLimits.attach(int(args[0]))
-    listening = [socket.socket(fileno=int(fd)) for fd in args[1:]]
     listeners = plan(settings)
-    if len(listeners) != len(listening):
-        log.error("http.worker-sockets-mismatch", planned=len(listeners), given=len(listening))
-        return 2
+
+    def ended() -> None:
+        with contextlib.suppress(OSError):  # the listener is gone: we stop next
+            control.send(supervision.ENDED)
+
     platform = Platform.open(settings)
     try:
         app = create_app(platform, freeze_heap=True, limits=limits)
         group = ListenerGroup(app, settings, listeners)
-        group.start_in_thread(timeout=supervision.START_WAIT, sockets=listening)
+        group.start_in_thread(timeout=supervision.START_WAIT, handed=ended)
         try:
             control.send(supervision.READY)
             log.info("http.worker-ready", pid=os.getpid())
-            while control.recv(supervision.MESSAGE_MAX):
-                pass  # nothing is sent after the settings: the end is what counts
+            while True:
+                msg, fds, _flags, _addr = socket.recv_fds(control, 16, 4)
+                if not msg:
+                    break
+                for fd in fds[1:]:  # never more than one: close what a bug would leak
+                    socket.close(fd)
+                if msg[:1] == supervision.CONNECTION and len(msg) == 2 and fds:
+                    group.take(msg[1], socket.socket(fileno=fds[0]))
+                elif fds:
+                    socket.close(fds[0])
         finally:
             group.join(timeout=supervision.STOP_WAIT)
     finally:

@@ -20,23 +20,23 @@ while the listener runs is logged (``dicom.worker-exited``) and started again, a
 after a growing delay while it keeps exiting soon after its start. Its open
 associations are lost with it (their peers see the connection closed: nothing they were not
 told was stored is acknowledged, and they send it again). A connection accepted while no
-worker is ready waits for one up to :data:`READY_WAIT` seconds, then is closed. When this
-process ends, each worker sees its control socket close and stops (no orphan).
+worker is ready waits for one up to :data:`~hdsvault.supervision.HAND_WAIT` seconds, then
+is closed. When this process ends, each worker sees its control socket close and stops (no
+orphan). The accepting and the choice of the worker are :class:`WorkerPool`'s, shared with
+the HTTP workers (:mod:`hdsvault.api.workers`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from hdsvault.supervision import Worker, WorkerPool, WorkerStartError
+from hdsvault.supervision import CONNECTION, ENDED, Worker, WorkerPool, WorkerStartError
 
 __all__ = [
     "CONNECTION",
@@ -47,15 +47,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("hdsvault.dicom")
-
-CONNECTION = b"C"
-"""Parent -> worker: an accepted connection, its descriptor attached."""
-ENDED = b"E"
-"""Worker -> parent: a handed association ended; JSON after the byte when it added to
-studies: ``{"peer": ae_title, "address": "host:port", "studies": [...]}``."""
-
-READY_WAIT = 30.0
-"""Seconds an accepted connection waits for a ready worker before it is closed."""
 
 StudiesAdded = Callable[[str, str | None, list[str]], None]
 """``(peer AE title, peer address, study ids)``: what an ended association added to."""
@@ -85,7 +76,6 @@ class ConnectionHandOff:
             on_message=self._message,
         )
         self.workers = self.pool.workers
-        self._cond = self.pool.cond
         self._accepting: threading.Thread | None = None
 
     # -- life ---------------------------------------------------------------------------------
@@ -99,16 +89,15 @@ class ConnectionHandOff:
         except WorkerStartError:
             self.listener.close()
             raise
-        self._accepting = threading.Thread(target=self._accept, name="dicom-accept", daemon=True)
+        self._accepting = threading.Thread(
+            target=self.pool.accept, args=(self.listener, CONNECTION), name="dicom-accept"
+        )
+        self._accepting.daemon = True
         self._accepting.start()
 
     def stop(self) -> None:
         """Stop accepting, then stop every worker (each ends its open associations first)."""
-        with self._cond:
-            self.pool.stopping = True
-            self._cond.notify_all()
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.pool.stop_accepting([self.listener])
         self.listener.close()
         if self._accepting is not None:
             self._accepting.join()
@@ -118,46 +107,6 @@ class ConnectionHandOff:
         """Associations handed to a worker and not ended yet, over all workers."""
         return sum(w.open for w in self.workers)
 
-    # -- accepting ----------------------------------------------------------------------------
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _peer = self.listener.accept()
-            except OSError as exc:
-                if self.pool.stopping:
-                    return
-                log.warning("dicom.accept-failed", error=str(exc)[:200])
-                time.sleep(0.1)  # e.g. out of descriptors: let associations end
-                continue
-            with conn:
-                self._hand(conn)
-
-    def _hand(self, conn: socket.socket) -> None:
-        """Give ``conn`` to the ready worker with the fewest open associations."""
-        deadline = time.monotonic() + READY_WAIT
-        while True:
-            with self._cond:
-                while True:
-                    ready = [w for w in self.workers if w.ready]
-                    if ready or self.pool.stopping:
-                        break
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                if not ready:
-                    if not self.pool.stopping:
-                        log.error("dicom.no-worker", waited=READY_WAIT)
-                    return
-                worker = min(ready, key=lambda w: w.open)
-                worker.open += 1
-            if worker.send(CONNECTION, [conn.fileno()]):
-                return
-            with self._cond:  # its control socket is gone: its reader sees the exit
-                worker.open -= 1
-                worker.ready = False
-
     # -- what workers report ------------------------------------------------------------------
 
     def reported(self, worker: Worker, msg: bytes) -> None:
@@ -166,8 +115,7 @@ class ConnectionHandOff:
 
     def _message(self, worker: Worker, kind: bytes, body: bytes) -> None:
         if kind == ENDED:
-            with self._cond:
-                worker.open = max(0, worker.open - 1)
+            self.pool.ended(worker)
             if body:
                 self._ended_with_studies(body)
         else:
