@@ -23,7 +23,9 @@ BENCHES: dict[str, list[str]] = {
     "journal-proofs": ["journal_proofs.py"],  # in-memory tree at 1M leaves
     "backup": ["backup/run.py"],  # vs restic and borg on >= 1 GiB
     "fhir": ["fhir/run.py", "--quick"],  # import vs raw SQL insert, search latency
-    "imaging": ["imaging/run.py"],  # C-STORE, STOW-RS, WADO-RS vs Orthanc
+    "imaging": ["imaging/run.py"],  # C-STORE, STOW-RS, WADO-RS vs Orthanc, one client
+    # the same with four at once: a viewer's parallel connections, modalities sending together
+    "imaging-c4": ["imaging/run.py", "--concurrency", "4"],
 }
 
 

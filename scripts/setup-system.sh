@@ -11,7 +11,8 @@
 # Needs root to install; without root it only reports what is missing and exits 1.
 #
 # Usage: scripts/setup-system.sh          (exit 0 = everything present)
-#        scripts/setup-system.sh --bench  (also the benchmark peers: restic, borgbackup)
+#        scripts/setup-system.sh --bench  (also the benchmark peers: restic, borgbackup, and
+#                                          orthanc-postgresql for the imaging bench on PostgreSQL)
 set -euo pipefail
 bench=0
 [[ "${1:-}" == "--bench" ]] && bench=1
@@ -44,7 +45,7 @@ for pkg in gcc libsqlite3-dev libssl-dev softhsm2 opensc rsyslog rsyslog-gnutls 
     is_installed "$pkg" || missing+=("$pkg")
 done
 if ((bench)); then
-    for pkg in restic borgbackup; do
+    for pkg in restic borgbackup orthanc-postgresql; do
         is_installed "$pkg" || missing+=("$pkg")
     done
 fi

@@ -27,7 +27,10 @@ default), and acknowledges a write only once the blob and the index transaction 
 before Orthanc is measured. Orthanc runs with its defaults, which are less strict: SQLite
 index in WAL mode with ``synchronous=NORMAL`` (index commits are not fsynced), storage area
 fsynced per file (``SyncStorageArea``), no compression; ``TCP_NODELAY=1`` is in its
-environment. Both log at warning level. Two instance sizes, each with every operation:
+environment. With ``--database postgresql`` both keep their index on the same durable
+PostgreSQL cluster the bench starts (each its own database; Orthanc through its PostgreSQL
+index plugin, Debian's ``orthanc-postgresql``, with as many connections as hdsvault's pool),
+the files on the same disk. Both log at warning level. Two instance sizes, each with every operation:
 CT_small.dcm (pydicom test data, 39 KB: what per-instance overhead costs) and the same with
 its image tiled to 512x512 16-bit pixels (525 KB, a usual CT slice: MB/s), cloned with fresh
 UIDs; the pixel data check covers both.
@@ -64,7 +67,7 @@ from bench._table import print_table
 
 from hdsvault.platform import Platform
 
-from support.orthanc import Orthanc, missing_requirements
+from support.orthanc import INDEX_CONNECTIONS, Orthanc, missing_requirements
 from support.ports import free_ports
 
 T = TypeVar("T")
@@ -572,15 +575,22 @@ def main() -> int:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hdsv-bench-img-"))
         work = Path(tmp)
         database = ""
+        orthanc_index: tuple[int, str, str] | None = None  # Orthanc's, on PostgreSQL too
         if args.database == "postgresql":
-            from support.pgcluster import PostgresCluster
+            from support.orthanc import postgresql_index_plugin
+            from support.pgcluster import SUPERUSER, PostgresCluster
             from support.pgcluster import missing_requirements as pg_missing
 
-            if pg := pg_missing():
+            if pg := pg_missing() or (
+                None if postgresql_index_plugin() else "apt-get install orthanc-postgresql"
+            ):
                 print(f"imaging bench skipped: {pg}")
                 return 0
             cluster = stack.enter_context(PostgresCluster(durable=True, name="bench-imaging"))
             database = f'[database]\nurl = "{cluster.create_database("bench")}"\n'
+            cluster.create_database("orthanc")
+            assert cluster.port is not None
+            orthanc_index = (cluster.port, SUPERUSER, "orthanc")
         sizes = [(128, args.instances), (512, args.large_instances)]
         samples = [
             make_sample(work, e, n, args.per_study, n_conc, args.store_rounds)
@@ -621,7 +631,7 @@ def main() -> int:
             rows: list[tuple[str, Sample, float, float, float, float | None, float]] = []
             probe = work / "hdsvault" / "flush-probe"  # the disk both peers write to
             load = os.getloadavg()
-            with Orthanc(work / "orthanc") as orthanc:
+            with Orthanc(work / "orthanc", postgresql=orthanc_index) as orthanc:
                 o_base = f"{orthanc.url}/dicom-web"
                 assert orthanc.proc is not None
                 pids = (server.pid, orthanc.proc.pid)
@@ -744,8 +754,13 @@ def main() -> int:
         )
         + " + filesystem blobs (instances <= 64 KiB in the index transaction), every ack "
         "after fsync. "
-        "Orthanc: defaults (SQLite WAL synchronous=NORMAL, storage fsync on), "
-        "TCP_NODELAY=1. Pixel data checked identical after WADO-RS. Ratio > 1: hdsvault "
+        + (
+            "Orthanc: its PostgreSQL index plugin on the same cluster (another database, "
+            f"{INDEX_CONNECTIONS} connections), storage on files fsynced, "
+            if args.database == "postgresql"
+            else "Orthanc: defaults (SQLite WAL synchronous=NORMAL, storage fsync on), "
+        )
+        + "TCP_NODELAY=1. Pixel data checked identical after WADO-RS. Ratio > 1: hdsvault "
         "faster. Server CPU: user + system time of each peer's processes (hdsvault's "
         "workers included; its ImagingStudy derivation counted with its ingest) over the "
         "row's timed phases, per instance (WADO-RS: per instance sent). "

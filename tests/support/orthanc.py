@@ -31,10 +31,24 @@ def missing_requirements() -> str | None:
 
 
 def dicomweb_plugin() -> str | None:
+    return _plugin("libOrthancDicomWeb.so*")
+
+
+def postgresql_index_plugin() -> str | None:
+    """Orthanc's PostgreSQL index plugin (Debian's ``orthanc-postgresql``), or None."""
+    return _plugin("libOrthancPostgreSQLIndex.so*")
+
+
+def _plugin(pattern: str) -> str | None:
     for d in PLUGIN_DIRS:
-        for p in sorted(Path(d).glob("libOrthancDicomWeb.so*")) if Path(d).is_dir() else []:
+        for p in sorted(Path(d).glob(pattern)) if Path(d).is_dir() else []:
             return str(p)
     return None
+
+
+INDEX_CONNECTIONS = 5
+"""Connections of Orthanc's PostgreSQL index: hdsvault's pool size (``[database]
+pool_size``), so that both peers run as many database sessions."""
 
 
 class Orthanc:
@@ -47,8 +61,10 @@ class Orthanc:
         aet: str = "ORTHANC",
         modalities: dict[str, tuple[str, str, int]] | None = None,
         dicomweb_servers: dict[str, dict[str, Any]] | None = None,
-        sqlite_sync: bool = True,
+        postgresql: tuple[int, str, str] | None = None,
     ) -> None:
+        """``postgresql``: (port, user, database) on loopback: the index there (Orthanc's
+        PostgreSQL plugin, ``postgresql_index_plugin``), the files still in ``workdir``."""
         self.workdir = workdir
         self.aet = aet
         self.http_port, self.dicom_port = free_ports(2)
@@ -82,6 +98,23 @@ class Orthanc:
             "StorageCompression": False,
             "OverwriteInstances": True,
         }
+        if postgresql is not None:
+            plugin = postgresql_index_plugin()
+            if plugin is None:
+                raise RuntimeError("apt-get install orthanc-postgresql")
+            port, user, database = postgresql
+            config["Plugins"].append(plugin)
+            config["PostgreSQL"] = {
+                "EnableIndex": True,
+                "EnableStorage": False,
+                "Host": "127.0.0.1",
+                "Port": port,
+                "Username": user,
+                "Password": "",
+                "Database": database,
+                "Lock": False,
+                "IndexConnectionsCount": INDEX_CONNECTIONS,
+            }
         self.config_path = workdir / "orthanc.json"
         self.config_path.write_text(json.dumps(config, indent=1))
         self.proc: subprocess.Popen[bytes] | None = None
