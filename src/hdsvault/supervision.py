@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -330,3 +330,18 @@ def run_worker(name: str, argv: list[str], serve: WorkerServe) -> int:
         settings = Settings(**json.loads(first[1:]))
         configure_logging(settings.logging.level, json_output=settings.logging.json_output)
         return serve(settings, control, argv[2:])
+
+
+def handed_connections(control: socket.socket) -> Iterator[tuple[bytes, socket.socket]]:
+    """The connections the listener hands this worker (:data:`CONNECTION`, the descriptor
+    attached), each with what follows the message's first byte, until the control socket
+    closes. Any other message is dropped, and a descriptor it carried closed."""
+    while True:
+        msg, fds, _flags, _addr = socket.recv_fds(control, 16, 4)
+        kept = fds[0] if msg[:1] == CONNECTION and fds else None
+        for fd in fds[1:] if kept is not None else fds:  # what a bug would leak
+            socket.close(fd)
+        if not msg:
+            return
+        if kept is not None:
+            yield msg[1:], socket.socket(fileno=kept)

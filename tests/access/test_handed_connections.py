@@ -20,7 +20,7 @@ import pytest
 from hdsvault.api.app import create_app
 from hdsvault.api.listeners import ListenerGroup, plan
 
-from .kit import TENANT
+from .kit import tls_settings
 from support.loopback import Pki, make_pki
 from support.ports import free_port
 
@@ -38,16 +38,7 @@ def handed(make_edge_platform, tmp_path: Path) -> Iterator[Handed]:  # type: ign
     """A TLS listener group serving handed connections only; the test accepts them on its
     own socket and hands each one over, as the parent process does."""
     pki = make_pki(tmp_path)
-    platform = make_edge_platform(
-        tls={
-            "cert_file": str(pki.server_cert),
-            "key_file": str(pki.server_key),
-            "client_ca_file": str(pki.ca_file),
-            "clients": [
-                {"san": "DNS:lis.chu.example", "tenant": TENANT, "role": "service", "name": "lis"}
-            ],
-        }
-    )
+    platform = make_edge_platform(tls=tls_settings(pki))
     ended: list[int] = []
     group = ListenerGroup(
         create_app(platform), platform.settings, plan(platform.settings, "127.0.0.1", 0)
@@ -96,7 +87,7 @@ def test_a_handed_connection_is_served_as_the_listeners_own(handed: Handed) -> N
     machine = _ctx(handed.pki, cert=(handed.pki.client_cert, handed.pki.client_key))
     with httpx.Client(verify=machine, trust_env=False, timeout=10) as client:
         whoami = client.get(handed.url + "/api/whoami")
-    assert whoami.status_code == 200 and whoami.json()["subject"] == "mtls:lis"
+    assert whoami.status_code == 200 and whoami.json()["subject"] == "mtls:lis-gateway"
     _until(lambda: handed.ended == [1, 1])
 
 

@@ -14,7 +14,7 @@ from hdsvault.api.app import create_app
 from hdsvault.api.listeners import ListenerGroup, plan
 from hdsvault.db.schema import journal_entries
 
-from .kit import TENANT, local_token
+from .kit import TENANT, local_token, tls_settings
 from support.loopback import make_pki
 from support.ports import free_port, free_ports
 
@@ -91,21 +91,7 @@ def test_each_zone_has_its_listener_and_allowlist(zoned) -> None:  # type: ignor
 @pytest.fixture
 def tls_server(make_edge_platform, tmp_path: Path):  # type: ignore[no-untyped-def]
     pki = make_pki(tmp_path)
-    platform = make_edge_platform(
-        tls={
-            "cert_file": str(pki.server_cert),
-            "key_file": str(pki.server_key),
-            "client_ca_file": str(pki.ca_file),
-            "clients": [
-                {
-                    "san": "DNS:lis.chu.example",
-                    "tenant": TENANT,
-                    "role": "service",
-                    "name": "lis-gateway",
-                }
-            ],
-        }
-    )
+    platform = make_edge_platform(tls=tls_settings(pki))
     port = free_port()
     group = ListenerGroup(
         create_app(platform), platform.settings, plan(platform.settings, "127.0.0.1", port)

@@ -53,16 +53,8 @@ def serve(settings: Settings, control: socket.socket, args: list[str]) -> int:
         try:
             control.send(supervision.READY)
             log.info("http.worker-ready", pid=os.getpid())
-            while True:
-                msg, fds, _flags, _addr = socket.recv_fds(control, 16, 4)
-                if not msg:
-                    break
-                for fd in fds[1:]:  # never more than one: close what a bug would leak
-                    socket.close(fd)
-                if msg[:1] == supervision.CONNECTION and len(msg) == 2 and fds:
-                    group.take(msg[1], socket.socket(fileno=fds[0]))
-                elif fds:
-                    socket.close(fds[0])
+            for listener, conn in supervision.handed_connections(control):
+                group.take(listener[0] if len(listener) == 1 else -1, conn)
         finally:
             group.join(timeout=supervision.STOP_WAIT)
     finally:

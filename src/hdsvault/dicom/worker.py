@@ -57,16 +57,8 @@ def serve(settings: Settings, control: socket.socket, _args: list[str]) -> int:
             freeze_startup_heap()
             control.send(supervision.READY)
             log.info("dicom.worker-ready", pid=os.getpid())
-            while True:
-                msg, fds, _flags, _addr = socket.recv_fds(control, 16, 4)
-                if not msg:
-                    break
-                for fd in fds[1:]:  # never more than one: close what a bug would leak
-                    socket.close(fd)
-                if msg[:1] == handoff.CONNECTION and fds:
-                    dimse.take(socket.socket(fileno=fds[0]))
-                elif fds:
-                    socket.close(fds[0])
+            for _rest, conn in supervision.handed_connections(control):
+                dimse.take(conn)
         finally:
             dimse.stop()
             store.close()
