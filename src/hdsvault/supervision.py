@@ -250,7 +250,7 @@ class WorkerPool:
 
     def accept(self, listener: socket.socket, message: bytes) -> None:
         """Accept on ``listener`` and hand each connection on (:meth:`hand`) until the pool
-        stops (a thread's target; :meth:`stop` after shutting ``listener`` down ends it)."""
+        stops accepting (a thread's target; :meth:`stop_accepting` ends it)."""
         while True:
             try:
                 conn, _peer = listener.accept()

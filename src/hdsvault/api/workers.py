@@ -16,8 +16,8 @@ Why not let the workers accept on the shared sockets: the kernel gives a connect
 whichever waiting process runs first, and on a quiet server that is the same one again and
 again: a viewer's four kept-alive connections, opened one after the other, went 4 to one
 worker and 0 to the other, or 3 and 1, in six tries out of six; the other core stayed idle
-(single-instance WADO-RS, concurrency 4: ~850 requests/s served 4-0, ~1,150-1,200 served
-2-2; docs/imaging.md). Handing each connection on costs one ``accept`` here and one message
+(single-instance WADO-RS, concurrency 4: 746-935 requests/s served 4-0, 1,020-1,224 served
+by both; docs/imaging.md). Handing each connection on costs one ``accept`` here and one message
 each way per connection, nothing per request.
 
 The perimeter's rate limits and login back-off are shared by the workers

@@ -114,6 +114,8 @@ class ConnectionHandOff:
         self.pool.reported(worker, msg)
 
     def _message(self, worker: Worker, kind: bytes, body: bytes) -> None:
+        """:data:`ENDED` is followed, when the association added to studies, by
+        ``{"peer": ae_title, "address": "host:port", "studies": [...]}`` (JSON)."""
         if kind == ENDED:
             self.pool.ended(worker)
             if body:
