@@ -132,7 +132,7 @@ def _lookup_sql(dialect: Dialect) -> tuple[driver.Compiled, Callable[[Any], Any]
     """:data:`_LOOKUP` compiled for ``dialect``, and how its ``expires_at`` is read (SQLite
     keeps a time as text). Run through the driver's cursor (:mod:`hdsvault.db.driver`):
     SQLAlchemy's execution of it was ~6 % of the server's CPU per single-instance WADO-RS
-    request (docs/imaging.md)."""
+    request (docs/imaging-bench.md)."""
     expires = api_tokens.c.expires_at.type.dialect_impl(dialect)
     return driver.compiled(_LOOKUP, dialect), expires.result_processor(dialect, None)
 

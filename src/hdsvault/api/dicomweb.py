@@ -66,7 +66,7 @@ STREAM_PIECE = 2 * 1024 * 1024
 the event loop a pass through the middlewares and the HTTP protocol, and a hand-off between
 the producer thread and the event loop). Server CPU per study of 40 x 525 KB, two servers
 side by side: 18.25 ms in 1 MiB pieces against 15.5 ms in 4 MiB ones; in another run 14.0 ms
-in 2 MiB pieces against 14.25 ms in 4 MiB ones (docs/imaging.md)."""
+in 2 MiB pieces against 14.25 ms in 4 MiB ones (docs/imaging-bench.md)."""
 STREAM_AHEAD = 2
 """Pieces of a streamed WADO-RS body read and opened ahead of the one being sent (memory: this
 many pieces, plus the one being produced and the one being sent)."""
@@ -138,7 +138,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise DicomWebError(413, f"body of {declared} bytes exceeds dicom.max_stow_bytes={limit}")
     # Chunks are kept as they come and joined once: a growing bytearray was copied at every
-    # resize, and with concurrent uploads the copies were quadratic (see docs/imaging.md).
+    # resize, and with concurrent uploads the copies were quadratic (see docs/imaging-bench.md).
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -371,7 +371,7 @@ async def wado(request: Request) -> Response:
 
     A plain Starlette endpoint (no FastAPI dependency solving), served ahead of the router:
     the hot path of image viewers, where the framework's per-request work was a third of the
-    server's time (measured, docs/imaging.md). A retrieval that waits for nothing is served
+    server's time (measured, docs/imaging-bench.md). A retrieval that waits for nothing is served
     on the event loop (:mod:`hdsvault.api.held_retrieval`); any other, and every refusal,
     has its authentication, lookup, journaling and decryption in one worker-thread hop. A
     retrieval that fits ``IN_MEMORY`` is decrypted straight into its response body; a
@@ -443,7 +443,7 @@ def _pieces(
 
     Why in place: opening each instance to its own plaintext and joining them into pieces
     cost a copy of the whole body and an allocation per instance (in-process, a study of
-    40 x 525 KB: 8.1 -> 6.7 ms, docs/imaging.md)."""
+    40 x 525 KB: 8.1 -> 6.7 ms, docs/imaging-bench.md)."""
     run: list[retrieve.InstanceRef] = []
     held = 0
 
@@ -493,7 +493,7 @@ async def made_here(pieces: Iterator[bytes | memoryview]) -> AsyncIterator[bytes
     Why not :func:`prefetched` there: its thread then only adds hand-offs (a wake-up of the
     loop per piece, the interpreter lock passed back and forth) and a third runnable thread
     on a machine whose other core runs the client. 40 x 525 KB studies, two servers side by
-    side (before / after) and Orthanc, 14 rounds alternating, twice (docs/imaging.md): time
+    side (before / after) and Orthanc, 14 rounds alternating, twice (docs/imaging-bench.md): time
     per study -13 % and -15 % through httpx; through a minimal client +8 % (right after the
     upload) then -2 %; server CPU -7 to -12 %. A retrieval that must read keeps the thread:
     a read from disk would hold every other request of the loop.

@@ -3,7 +3,7 @@
 Why: a retrieval handed to a worker thread and back costs the loop a submission, a wake-up
 by the thread's result, and the interpreter lock passed back and forth, per request; with
 retrievals of one instance (what viewers ask most) that was ~15 % of the server's CPU per
-request (1.16-1.20 -> 0.98-1.03 ms, docs/imaging.md). Served here,
+request (1.16-1.20 -> 0.98-1.03 ms, docs/imaging-bench.md). Served here,
 the loop does the lookup and the decryption, and waits for the journal's flush without any
 thread blocked in it: the journal's writer wakes the loop (:meth:`Pending.add_done_callback`).
 A single instance's entry is queued without waking the writer, which the loop wakes once it

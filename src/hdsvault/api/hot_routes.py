@@ -3,7 +3,7 @@
 Why: a request that reaches an endpoint through FastAPI's inner layers (its exit-stack
 middleware, Starlette's exception middleware, the router and the included routers' matching)
 pays for each of them; for a single-instance WADO-RS retrieval, the request viewers make most,
-that was ~4 % of the server's CPU per request (docs/imaging.md). :class:`HotRoutes` sits
+that was ~4 % of the server's CPU per request (docs/imaging-bench.md). :class:`HotRoutes` sits
 inside the perimeter and the request's observability, which every request still passes, and
 serves its routes directly; any other request goes on to the application unchanged.
 

@@ -75,7 +75,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     request-head time-out, a request-head size bound and the client certificate.
 
     Chosen over uvicorn's h11 (pure Python) protocol: 1-1.5 ms less server CPU per WADO-RS
-    request of 40 x 39 KB, measured (docs/imaging.md). llhttp does not bound the request head:
+    request of 40 x 39 KB, measured (docs/imaging-bench.md). llhttp does not bound the request head:
     this class does (``head_limit`` bytes of request line and headers; beyond, 400 and the
     connection closed, as uvicorn answered h11's own limit)."""
 

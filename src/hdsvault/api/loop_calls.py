@@ -37,7 +37,7 @@ class IdleWake:
     concurrency 4): the loop was still busy with the next requests, which queued theirs just
     after. Woken once the loop has run every request that was ready, one commit and one flush
     carry them all (3.7 entries per commit at concurrency 4 on one HTTP process; server CPU
-    per single-instance retrieval 1.48-1.51 -> 0.83-0.89 ms, docs/imaging.md). A retrieval
+    per single-instance retrieval 1.48-1.51 -> 0.83-0.89 ms, docs/imaging-bench.md). A retrieval
     alone waits for nothing more.
 
     "Nothing else ready" is read from asyncio's own loop (its ``_ready`` queue of callbacks,

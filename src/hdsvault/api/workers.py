@@ -17,9 +17,9 @@ whichever waiting process runs first, and on a quiet server that is the same one
 again: a viewer's four kept-alive connections, opened one after the other, went 4 to one
 worker and 0 to the other, or 3 and 1, in six tries out of six; the other core stayed idle
 (single-instance WADO-RS, concurrency 4: 746-935 requests/s served 4-0, 1,020-1,224 served
-by both; docs/imaging.md). Handing each connection on costs one ``accept`` here and one message
-each way per connection (~0.15 ms of CPU, measured with a connection per request), nothing
-per request on a kept-alive connection.
+by both; docs/imaging-bench.md). Handing each connection on costs one ``accept`` here and one
+message each way per connection (~0.15 ms of CPU, measured with a connection per request),
+nothing per request on a kept-alive connection.
 
 The perimeter's rate limits and login back-off are shared by the workers
 (:mod:`hdsvault.api.shared_limits`): they hold for the whole server as configured. Per

@@ -210,7 +210,7 @@ class KeptWriteConnection:
     to switch the busy time-out off and on around ``BEGIN IMMEDIATE``) and its commit cost
     ~45 us of CPU per transaction (78 against 33 us without the flush, measured in-process);
     for a writer that commits once per single-instance WADO-RS retrieval, the server's CPU per
-    request went down 1-9 % in 5 of 6 A/B pairs (docs/imaging.md). Errors are the driver's
+    request went down 1-9 % in 5 of 6 A/B pairs (docs/imaging-bench.md). Errors are the driver's
     (``sqlite3.Error``); a failed transaction is rolled back, and :meth:`close` then gives the
     next one a fresh connection."""
 

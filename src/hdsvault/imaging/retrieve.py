@@ -70,7 +70,7 @@ def _find_sql(dialect: Dialect, study: int, series: int, sop: int) -> driver.Com
     Why compiled here and run through the driver's cursor (:mod:`hdsvault.db.driver`): each
     retrieval's lookup through SQLAlchemy's execution (and its expanding ``IN`` parameters,
     compiled again at each execution) was ~20 % of the interpreter's time per single-
-    instance WADO-RS request (``py-spy --gil``, docs/imaging.md).
+    instance WADO-RS request (``py-spy --gil``, docs/imaging-bench.md).
 
     Each row also carries the tenant's current data-key version, read by the same statement
     rather than by a query of the keyring's own (~0.15 ms per retrieval, measured): the
@@ -196,7 +196,7 @@ def located_held(
     None otherwise, with nothing journaled: take :func:`retrieve`.
 
     Why: an event loop can then serve the retrieval itself, without a hand-off to a worker
-    thread and back (docs/imaging.md), and never waits there for a file or a lock.
+    thread and back (docs/imaging-bench.md), and never waits there for a file or a lock.
     ``wake`` false: the entries are queued without waking the journal's writer, which the
     caller wakes once it has nothing else ready (:func:`_journaled`)."""
     refs, keys, sealed = _lookup(conn, store, caller.tenant, uids, budget)

@@ -182,7 +182,7 @@ class GroupCommitJournal:
 
         Why kept: a pooled connection per batch costs a check-out, a reset on return and the
         pool's events; with WADO-RS served ahead of the router, the two took a single-instance
-        request from 1.29-1.32 to 1.22-1.24 ms of server CPU (docs/imaging.md). A batch whose
+        request from 1.29-1.32 to 1.22-1.24 ms of server CPU (docs/imaging-bench.md). A batch whose
         commit fails closes it, so that the next batch starts on a fresh connection: a failed
         commit fails its own callers only.
         """
