@@ -4,7 +4,6 @@ it. Real processes, real TLS (a test CA), real signals."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -23,7 +22,7 @@ import pytest
 
 from support.loopback import Pki, make_pki
 from support.ports import free_ports
-from support.processes import children, gone
+from support.processes import children, gone, socket_inodes, tcp_inodes
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -134,38 +133,16 @@ def test_zones_and_tls_are_served_by_two_worker_processes(served: Served) -> Non
     text = httpx.get(served.metrics + "/metrics").text
     assert "hdsvault_http_requests_total" in text
     # the parent accepts: no worker holds a listening socket
-    listening = _tcp_inodes(lambda local, _remote, state: state == "0A")
+    listening = tcp_inodes(lambda local, _remote, state: state == "0A")
     for pid in workers:
-        assert not _socket_inodes(pid) & listening
-
-
-def _tcp_inodes(keep: Callable[[int, int, str], bool]) -> set[str]:
-    """Inodes of this host's IPv4 TCP sockets for which ``keep(local port, remote port,
-    state)`` (``/proc/net/tcp``; state ``0A`` listens, ``01`` is established)."""
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
-        if keep(local, remote, fields[3]):
-            found.add(fields[9])
-    return found
-
-
-def _socket_inodes(pid: int) -> set[str]:
-    found = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if link.startswith("socket:["):
-                found.add(link[8:-1])
-    return found
+        assert not socket_inodes(pid) & listening
 
 
 def _worker_of(served: Served, sock: socket.socket) -> int:
     """The worker process serving the server side of ``sock`` (a client connection)."""
     port, mine = int(served.metrics.rsplit(":", 1)[1]), sock.getsockname()[1]
-    inodes = _tcp_inodes(lambda local, remote, state: (local, remote, state) == (port, mine, "01"))
-    owners = [pid for pid in _workers(served.proc.pid) if _socket_inodes(pid) & inodes]
+    inodes = tcp_inodes(lambda local, remote, state: (local, remote, state) == (port, mine, "01"))
+    owners = [pid for pid in _workers(served.proc.pid) if socket_inodes(pid) & inodes]
     assert len(owners) == 1, owners
     return owners[0]
 
