@@ -23,7 +23,7 @@ from hl7.client import MLLPClient
 
 from support.components import require_component
 from support.ports import free_port, free_ports
-from support.processes import children, gone
+from support.processes import children, gone, listens_on
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
 from samples import adt_a01
@@ -40,8 +40,10 @@ def listening(port: int) -> bool:
 
 
 def wait_for(port: int, proc: subprocess.Popen[str], seconds: float = 60) -> None:
+    """Until ``proc`` itself listens on ``port`` (not another test's server handed the same
+    free port: then ``proc`` exits, and this says so)."""
     deadline = time.monotonic() + seconds
-    while not listening(port):
+    while not listens_on(proc.pid, port):
         if proc.poll() is not None:
             raise AssertionError(f"exited with {proc.returncode}: {proc.communicate()[1][-2000:]}")
         if time.monotonic() > deadline:

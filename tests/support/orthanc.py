@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from support.ports import free_ports
+from support.processes import listens_on
 
 PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
 
@@ -137,8 +138,10 @@ class Orthanc:
                 raise RuntimeError(
                     f"Orthanc exited: {(self.workdir / 'orthanc.log').read_text()[-2000:]}"
                 )
-            try:
-                if self.rest.get("/system").status_code == 200:
+            try:  # this Orthanc, not another process handed the same free port
+                if self.rest.get("/system").status_code == 200 and listens_on(
+                    self.proc.pid, self.http_port
+                ):
                     return self
             except httpx.HTTPError:
                 pass
