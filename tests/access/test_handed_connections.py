@@ -6,6 +6,7 @@ count of open connections per worker, which decides where the next one goes, sta
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -17,12 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hdsvault.access.roles import Role
 from hdsvault.api.app import create_app
 from hdsvault.api.listeners import ListenerGroup, plan
 
-from .kit import tls_settings
+from .kit import local_token, tls_settings
 from support.loopback import Pki, make_pki
-from support.ports import free_port
+from support.ports import free_ports
 
 
 @dataclass
@@ -31,6 +33,29 @@ class Handed:
     pki: Pki
     url: str
     ended: list[int]
+
+
+@contextlib.contextmanager
+def _handing(group: ListenerGroup, listeners: int) -> Iterator[list[str]]:
+    """The parent's part: one listening socket per listener of ``group``, each accepted
+    connection handed to it with that listener's index; yields the sockets' addresses."""
+    sockets = [socket.create_server(("127.0.0.1", port)) for port in free_ports(listeners)]
+
+    def accept(index: int) -> None:
+        while True:
+            try:
+                conn, _ = sockets[index].accept()
+            except OSError:
+                return
+            group.take(index, conn)
+
+    for index in range(listeners):
+        threading.Thread(target=accept, args=(index,), daemon=True).start()
+    try:
+        yield [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @pytest.fixture
@@ -44,21 +69,10 @@ def handed(make_edge_platform, tmp_path: Path) -> Iterator[Handed]:  # type: ign
         create_app(platform), platform.settings, plan(platform.settings, "127.0.0.1", 0)
     )
     group.start_in_thread(handed=lambda: ended.append(1))
-    listener = socket.create_server(("127.0.0.1", free_port()))
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            group.take(0, conn)
-
-    threading.Thread(target=accept, daemon=True).start()
     try:
-        yield Handed(group, pki, f"https://127.0.0.1:{listener.getsockname()[1]}", ended)
+        with _handing(group, 1) as (address,):
+            yield Handed(group, pki, f"https://{address}", ended)
     finally:
-        listener.close()
         group.join()
 
 
@@ -117,3 +131,36 @@ def test_a_connection_for_an_unknown_listener_is_closed_and_reported(handed: Han
         ours.settimeout(10)
         assert ours.recv(1) == b""  # closed
     assert handed.ended == [1]
+
+
+def test_handed_connections_keep_their_zone_and_their_peer_address(make_edge_platform) -> None:  # type: ignore[no-untyped-def]
+    """Each connection is served by the listener that accepted it (its zone's paths) and
+    judged on its own client's address (the zone's allowlist), as when the worker accepted
+    it itself: an address outside the admin zone's allowlist is refused there."""
+    zones = [("clinical", "127.0.0.0/8"), ("admin", "127.0.0.2/32")]
+    platform = make_edge_platform(
+        access={"policy": "builtin"},
+        perimeter={
+            "zones": [
+                {"name": name, "port": port, "allow": [allow]}
+                for (name, allow), port in zip(zones, free_ports(2), strict=True)
+            ]
+        },
+    )
+    group = ListenerGroup(create_app(platform), platform.settings, plan(platform.settings))
+    group.start_in_thread(handed=lambda: None)
+    operator = {"Authorization": f"Bearer {local_token(platform, Role.PLATFORM_OPERATOR, None)}"}
+    try:
+        with _handing(group, 2) as (clinical, admin):
+
+            def get(address: str, path: str, source: str = "127.0.0.1") -> int:
+                transport = httpx.HTTPTransport(local_address=source)
+                with httpx.Client(transport=transport, trust_env=False, timeout=10) as client:
+                    return client.get(f"http://{address}{path}", headers=operator).status_code
+
+            assert get(admin, "/admin/access/policy", "127.0.0.2") == 200
+            assert get(admin, "/admin/access/policy", "127.0.0.1") == 403  # not in its allowlist
+            assert get(clinical, "/admin/access/policy") == 404  # not the clinical zone's
+            assert get(clinical, "/api/whoami") == 200
+    finally:
+        group.join()

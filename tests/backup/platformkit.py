@@ -13,14 +13,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from typer.testing import CliRunner
 
 from hdsvault.access.roles import Role
@@ -33,8 +31,7 @@ from hdsvault.records.model import Caller
 from hdsvault.records.store import RecordStore
 from hdsvault.tenants.service import add_tenant
 
-from support.ports import free_port
-from support.processes import listens_on
+from support.serving import start_on_free_port
 
 TENANT = "750712184"
 SYNTHEA = Path("/work/shared/data/synthea-r4")
@@ -123,58 +120,35 @@ def make_site(root: Path, db_url: str, repos: list[str], bundles: int = 2) -> Si
 
 @contextlib.contextmanager
 def serving(site: Site) -> Iterator[str]:
-    """A real ``hdsvault serve`` subprocess on a free loopback port; yields its base URL once
-    it answers, and only if the server answering is this one (``listens_on``): another test's
-    server may have been handed the same free port and bound it first, and then this one
-    exits, and starts again on another port (up to :data:`START_TRIES` times)."""
+    """A real ``hdsvault serve`` subprocess on a free loopback port, itself answering there
+    (``support.serving``); yields its base URL. Its output goes to ``server-PORT.log``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HDSVAULT_")}
     script = Path(sys.executable).parent / "hdsvault"
-    for attempt in range(1, START_TRIES + 1):
-        port = free_port()
-        log_path = site.root / f"server-{port}.log"
-        log = open(log_path, "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [str(script), "--config", str(site.config), "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
+    logs: dict[int, Path] = {}
+
+    def launch(port: int) -> subprocess.Popen[bytes]:
+        logs[port] = site.root / f"server-{port}.log"
+        with logs[port].open("wb") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [str(script), "--config", str(site.config), "serve", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def output(proc: subprocess.Popen[bytes]) -> str:
+        return "".join(path.read_text() for path in logs.values())
+
+    proc, port = start_on_free_port(launch, output)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
         try:
-            if _ready(proc, base, port, log_path, last=attempt == START_TRIES):
-                yield base
-                return
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-
-
-START_TRIES = 3
-
-
-def _ready(proc: subprocess.Popen[bytes], base: str, port: int, log: Path, last: bool) -> bool:
-    """True once ``proc`` answers on ``port``; False if it exited while another process held
-    the port (start again elsewhere); else AssertionError with its log."""
-    deadline = time.monotonic() + 60
-    taken = False  # something else answered there
-    while True:
-        if proc.poll() is not None:
-            if taken and not last:
-                return False
-            raise AssertionError(log.read_text()[-3000:])
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                if listens_on(proc.pid, port):
-                    return True
-                taken = True
-        if time.monotonic() > deadline:
-            raise AssertionError(f"server not ready in 60 s: {log.read_text()[-3000:]}")
-        time.sleep(0.1)
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def without_meta(resource: dict[str, Any]) -> dict[str, Any]:

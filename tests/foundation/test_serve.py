@@ -12,43 +12,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.ports import free_port
-from support.processes import listens_on
+from support.serving import start_on_free_port
 
 
 def _started(tmp_path: Path, workers: int, **env_vars: str) -> tuple[subprocess.Popen[str], int]:
     """``hdsvault init`` then ``hdsvault serve`` (``workers`` processes), answering /readyz
-    itself (``listens_on``: not another test's server handed the same free port, in which
-    case this one exits and starts again on another port, up to three times)."""
+    itself (``support.serving``)."""
     env = {**os.environ, "HDSVAULT_DATA_DIR": str(tmp_path / "var"), **env_vars}
     env.pop("HDSVAULT_CONFIG", None)
     subprocess.run(["hdsvault", "init"], env=env, check=True, capture_output=True)
-    for _attempt in range(3):
-        port = free_port()
-        server = subprocess.Popen(
+
+    def launch(port: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             ["hdsvault", "serve", "--port", str(port), "--workers", str(workers)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 60
-        taken = False
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    if listens_on(server.pid, port):
-                        return server, port
-                    taken = True
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        if server.poll() is None:
-            server.kill()
-        stderr = server.communicate(timeout=30)[1]
-        if not taken:
-            raise AssertionError(f"not ready: {stderr[-2000:]}")
-    raise AssertionError("every port tried was taken by another server")
+
+    return start_on_free_port(launch, lambda proc: proc.communicate(timeout=30)[1])
 
 
 @pytest.mark.parametrize("workers", [1, 2])
